@@ -1,0 +1,193 @@
+"""Typed, validated view of params.yaml: the one place settings are checked.
+
+Every stage calls :func:`load_params` first, so a typo or an out-of-range value
+fails before any work is done, with the key path in the message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.errors import PipelineError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(Section):
+    dataset: str = "imdb"
+    experiment: str | None = None
+
+
+class MirrorFile(Section):
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class FetchParams(Section):
+    mirrors: dict[str, dict[str, MirrorFile]] = {}  # dataset -> file name -> local copy
+    expect_full_size: bool = True
+    retries: int = Field(3, ge=0, le=20)
+
+
+class PrepareParams(Section):
+    valid_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    seed: int = 13
+    max_train: int | None = Field(None, gt=0)
+    max_unlabeled: int | None = Field(None, ge=0)
+    max_test: int | None = Field(None, gt=0)
+
+
+class TokenizeParams(Section):
+    lowercase: bool = True
+    workers: int = Field(2, ge=1, le=64)
+    batch_size: int = Field(1000, gt=0)
+
+
+class VocabParams(Section):
+    min_freq: int = Field(3, ge=1)
+    max_size: int = Field(30000, ge=8)
+
+
+class ModelParams(Section):
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"
+    embedding_dim: int = Field(256, gt=0)
+    hidden: int = Field(256, gt=0)
+    layers: int = Field(2, ge=1, le=8)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    embedding_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    input_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class PretrainParams(Section):
+    softmax: Literal["adaptive", "full"] = "adaptive"
+    adaptive_cutoffs: list[int] = [2000, 10000]
+    batch_size: int = Field(64, gt=0)
+    bptt: int = Field(70, ge=2)
+    epochs: int = Field(1, ge=1)
+    steps_per_epoch: int | None = Field(None, gt=0)
+    lr: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    clip: float = Field(0.25, gt=0.0)
+    max_documents: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _cutoffs_increase(self) -> PretrainParams:
+        cuts = self.adaptive_cutoffs
+        if any(c <= 0 for c in cuts) or sorted(set(cuts)) != cuts:
+            raise ValueError("adaptive_cutoffs must be strictly increasing positive integers")
+        return self
+
+
+class RNNClassifierParams(Section):
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(2e-3, gt=0.0)
+    encoder_lr_mult: float = Field(1.0, gt=0.0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    head_dropout: float = Field(0.3, ge=0.0, lt=1.0)
+
+
+class BagOfEmbeddingsParams(Section):
+    embedding_dim: int = Field(100, gt=0)
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    batch_size: int = Field(64, gt=0)
+
+
+class ClassifierParams(Section):
+    max_len: int = Field(400, ge=4)
+    batch_size: int = Field(64, gt=0)
+    patience: int = Field(2, ge=1)
+    clip: float = Field(1.0, gt=0.0)
+    rnn_pretrained: RNNClassifierParams = RNNClassifierParams()
+    rnn_scratch: RNNClassifierParams = RNNClassifierParams()
+    bag_of_embeddings: BagOfEmbeddingsParams = BagOfEmbeddingsParams()
+
+
+class EvaluateParams(Section):
+    bootstrap_samples: int = Field(1000, ge=100)
+    seed: int = 7
+
+
+class RuntimeParams(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, le=256)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    seed: int = 42
+
+
+class Params(Section):
+    data: DataParams
+    fetch: FetchParams
+    prepare: PrepareParams
+    tokenize: TokenizeParams
+    vocab: VocabParams
+    model: ModelParams
+    pretrain: PretrainParams
+    classifier: ClassifierParams
+    evaluate: EvaluateParams
+    runtime: RuntimeParams
+
+    @property
+    def experiment_name(self) -> str:
+        return self.data.experiment or f"rnn-pretrain-{self.data.dataset}"
+
+
+VARIANTS = ("rnn_pretrained", "rnn_scratch", "bag_of_embeddings")
+
+
+def _describe(error: ValidationError, path: Path) -> str:
+    lines = [f"invalid settings in {path}:"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling and section)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"  {key}: {message} (got {item.get('input')!r})"
+                     if item["type"] != "missing" else f"  {key}: {message}")
+    return "\n".join(lines)
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate params.yaml; raise PipelineError naming every bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"settings file not found: {path.resolve()}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise PipelineError(_describe(exc, path)) from None
+
+
+def flatten(params: Params, sections: tuple[str, ...] | None = None) -> dict[str, object]:
+    """Params as flat ``section.key`` pairs (for MLflow's params table)."""
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, sub)
+        else:
+            flat[prefix] = value
+
+    dumped = params.model_dump()
+    for name in sections or tuple(dumped):
+        walk(name, dumped[name])
+    return flat

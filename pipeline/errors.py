@@ -1,0 +1,29 @@
+"""One error type for problems the user can fix, and the wrapper every stage runs under."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+
+class PipelineError(Exception):
+    """A problem with the inputs or settings, reported as one clear message (no traceback)."""
+
+
+def run_stage(name: str, main: Callable[[], None]) -> None:
+    """Run a stage's main(); report user errors and Ctrl-C plainly, and record the wall time."""
+    from pipeline.timing import record_stage_time
+
+    started = time.perf_counter()
+    try:
+        main()
+    except PipelineError as exc:
+        print(f"\n[{name}] error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"\n[{name}] interrupted; outputs of this stage were not written", file=sys.stderr)
+        sys.exit(130)
+    seconds = time.perf_counter() - started
+    record_stage_time(name, seconds)
+    print(f"[{name}] done in {seconds:.1f} s")

@@ -1,0 +1,63 @@
+"""Atomic file and directory outputs: a stage either writes all of an output or none of it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; move it onto ``target`` only if the block succeeds.
+
+    Works for a file or a directory written at the yielded path. On any error the
+    temporary is removed and an existing ``target`` is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    staged = tmp / target.name
+    try:
+        yield staged
+        if not staged.exists():
+            raise RuntimeError(f"nothing was written for {target}")
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        os.replace(staged, target)
+    except OSError as exc:
+        raise PipelineError(f"could not write {target}: {exc.strerror or exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | Path, data: object) -> None:
+    """Write JSON atomically, with sorted keys so identical data gives identical bytes."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_json(path: str | Path) -> object:
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"missing input file: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path} is not valid JSON: {exc}") from exc
+
+
+def require(path: str | Path, what: str) -> Path:
+    """Fail with a clear message when an input produced by an earlier stage is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"missing {what}: {path} (run the earlier stages: dvc repro)")
+    return path

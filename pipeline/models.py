@@ -1,0 +1,210 @@
+"""The models, in plain PyTorch.
+
+* :class:`RNNEncoder` — embedding -> multi-layer RNN / LSTM / GRU, with AWD-LSTM style
+  embedding dropout (whole words) and locked (variational) dropout.
+* :class:`LanguageModel` — encoder -> next-word softmax (adaptive, or full with tied weights).
+* :class:`RNNClassifier` — encoder -> concat pooling [last, max, mean] -> linear.
+* :class:`BagOfEmbeddings` — mean of word embeddings -> linear (the classic baseline).
+
+Checkpoints are plain dicts (config + state_dict) loadable with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.errors import PipelineError
+from pipeline.text import PAD_ID
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    vocab_size: int
+    cell: str = "lstm"
+    embedding_dim: int = 256
+    hidden: int = 256
+    layers: int = 2
+    dropout: float = 0.2
+    embedding_dropout: float = 0.05
+    input_dropout: float = 0.1
+
+
+def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout with one mask per sequence, shared by every time step ([B, T, D] input)."""
+    if not training or p == 0.0:
+        return x
+    mask = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - p) / (1 - p)
+    return x * mask
+
+
+class RNNEncoder(nn.Module):
+    """h_t = f(W_h h_{t-1} + W_e e_t + b), stacked ``layers`` deep (f per ``cell``)."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim,
+                                      padding_idx=PAD_ID)
+        self.rnn = CELLS[config.cell](
+            config.embedding_dim, config.hidden, num_layers=config.layers, batch_first=True,
+            dropout=config.dropout if config.layers > 1 else 0.0,
+        )
+        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        weight = self.embedding.weight
+        p = self.config.embedding_dropout
+        if self.training and p > 0:
+            # drop whole word types (the same word is dropped everywhere in the batch)
+            weight = weight * weight.new_empty(weight.size(0), 1).bernoulli_(1 - p) / (1 - p)
+        return F.embedding(tokens, weight, padding_idx=PAD_ID)
+
+    def forward(self, tokens: torch.Tensor, hidden: Hidden | None = None
+                ) -> tuple[torch.Tensor, Hidden]:
+        """tokens [B, T] -> outputs [B, T, hidden].
+
+        Padding goes at the end of each row, so (the RNN being unidirectional) outputs at
+        real positions never see it; callers mask what lies past each length. Packed
+        sequences would skip the padding too, but on CPU they fall off the fused
+        oneDNN kernel and ran ~10x slower here, while length-bucketed batches leave
+        almost no padding to skip.
+        """
+        x = locked_dropout(self.embed(tokens), self.config.input_dropout, self.training)
+        out, hidden = self.rnn(x, hidden)
+        return locked_dropout(out, self.config.dropout, self.training), hidden
+
+
+def detach(hidden: Hidden) -> Hidden:
+    if isinstance(hidden, tuple):
+        return tuple(h.detach() for h in hidden)  # type: ignore[return-value]
+    return hidden.detach()
+
+
+class LanguageModel(nn.Module):
+    def __init__(self, encoder: EncoderConfig, softmax: str = "adaptive",
+                 cutoffs: tuple[int, ...] = (2000, 10000)) -> None:
+        super().__init__()
+        self.encoder = RNNEncoder(encoder)
+        self.softmax = softmax
+        vocab, hidden, emb = encoder.vocab_size, encoder.hidden, encoder.embedding_dim
+        if softmax == "full":
+            # tie the output matrix to the input embeddings; project when sizes differ
+            self.projection = nn.Linear(hidden, emb) if hidden != emb else nn.Identity()
+            self.decoder = nn.Linear(emb, vocab)
+            self.decoder.weight = self.encoder.embedding.weight
+        else:
+            self.cutoffs = usable_cutoffs(cutoffs, vocab)
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab, list(self.cutoffs),
+                                                          div_value=4.0)
+
+    def forward(self, tokens: torch.Tensor, targets: torch.Tensor,
+                hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """Mean next-word cross-entropy (nats) over the batch, and the new hidden state."""
+        out, hidden = self.encoder(tokens, hidden)
+        flat, flat_targets = out.reshape(-1, out.size(-1)), targets.reshape(-1)
+        if self.softmax == "full":
+            logits = self.decoder(self.projection(flat))
+            loss = F.cross_entropy(logits.float(), flat_targets)
+        else:
+            loss = self.adaptive(flat, flat_targets).loss
+        return loss, hidden
+
+
+def usable_cutoffs(cutoffs: tuple[int, ...], vocab_size: int) -> tuple[int, ...]:
+    """Adaptive-softmax cutoffs that fit the vocabulary (tiny vocabularies get one split)."""
+    kept = tuple(c for c in cutoffs if c < vocab_size - 1)
+    return kept or (max(1, vocab_size // 2),)
+
+
+class RNNClassifier(nn.Module):
+    def __init__(self, encoder: EncoderConfig, n_classes: int, head_dropout: float = 0.3) -> None:
+        super().__init__()
+        self.encoder = RNNEncoder(encoder)
+        self.head = nn.Sequential(nn.Dropout(head_dropout),
+                                  nn.Linear(3 * encoder.hidden, n_classes))
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        out, _ = self.encoder(tokens)
+        steps = torch.arange(tokens.size(1), device=tokens.device)
+        mask = (steps[None, :] < lengths[:, None]).unsqueeze(-1)  # [B, T, 1], False on padding
+        last = out[torch.arange(out.size(0), device=out.device), lengths - 1]
+        max_pool = out.masked_fill(~mask, float("-inf")).max(dim=1).values
+        mean_pool = out.masked_fill(~mask, 0.0).sum(dim=1) / lengths[:, None].to(out.dtype)
+        return self.head(torch.cat([last, max_pool, mean_pool], dim=-1))
+
+
+class BagOfEmbeddings(nn.Module):
+    """Mean of the word embeddings (padding excluded) -> dropout -> linear."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int, n_classes: int,
+                 dropout: float = 0.2) -> None:
+        super().__init__()
+        self.embedding = nn.EmbeddingBag(vocab_size, embedding_dim, mode="mean",
+                                         padding_idx=PAD_ID)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(embedding_dim, n_classes)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(self.embedding(tokens)))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def build_model(kind: str, config: dict) -> nn.Module:
+    encoder = EncoderConfig(**config["encoder"]) if "encoder" in config else None
+    if kind == "language_model":
+        return LanguageModel(encoder, config["softmax"], tuple(config["cutoffs"]))
+    if kind == "rnn_classifier":
+        return RNNClassifier(encoder, config["n_classes"], config["head_dropout"])
+    if kind == "bag_of_embeddings":
+        return BagOfEmbeddings(config["vocab_size"], config["embedding_dim"],
+                               config["n_classes"], config["dropout"])
+    raise PipelineError(f"unknown model kind {kind!r}")
+
+
+def encoder_dict(config: EncoderConfig) -> dict:
+    return asdict(config)
+
+
+def save_checkpoint(path: Path, kind: str, config: dict, model: nn.Module,
+                    extra: dict | None = None) -> None:
+    from pipeline.io import atomic_path
+
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"kind": kind, "config": config, "state_dict": state, **(extra or {})}, tmp)
+
+
+def load_checkpoint(path: Path, expect_kind: str | None = None,
+                    vocab_size: int | None = None) -> tuple[nn.Module, dict]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    if not Path(path).is_file():
+        raise PipelineError(f"missing model file: {path} (run the earlier stages: dvc repro)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        kind, config = blob["kind"], blob["config"]
+    except Exception as exc:  # unpickling errors come in many types
+        raise PipelineError(f"{path} is not a checkpoint written by this pipeline: {exc}") from exc
+    if expect_kind and kind != expect_kind:
+        raise PipelineError(f"{path} holds a {kind!r} model, expected {expect_kind!r}")
+    found_vocab = config.get("encoder", config).get("vocab_size")
+    if vocab_size is not None and found_vocab != vocab_size:
+        raise PipelineError(
+            f"{path} was trained with a vocabulary of {found_vocab} words but the current "
+            f"vocabulary has {vocab_size}: rerun the stages after vocab (dvc repro)"
+        )
+    model = build_model(kind, config)
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        raise PipelineError(f"{path} does not match its model config: {exc}") from exc
+    return model, blob

@@ -1,0 +1,76 @@
+"""PNG plots for people without a browser (``dvc plots show`` needs Vega from a CDN)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # a fixed creation date keeps the PNG bytes identical from run to run
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+
+
+def training_curves(curves: dict[str, pd.DataFrame], lm_curve: pd.DataFrame | None,
+                    path: Path) -> None:
+    columns = 2 if lm_curve is not None else 1
+    fig, axes = plt.subplots(1, columns, figsize=(6 * columns, 4), squeeze=False)
+    ax = axes[0][0]
+    for name, frame in curves.items():
+        ax.plot(frame["epoch"], frame["valid_accuracy"], marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel="valid accuracy", title="Classifiers")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if lm_curve is not None:
+        ax = axes[0][1]
+        ax.plot(lm_curve["epoch"], lm_curve["valid_perplexity"], marker="o", color="tab:purple")
+        ax.set(xlabel="epoch", ylabel="valid perplexity", title="Language model")
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def roc_curves(points: dict[str, tuple[np.ndarray, np.ndarray, float]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (fpr, tpr, auc) in points.items():
+        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (test)")
+    ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def confusion_matrices(matrices: dict[str, list[list[int]]], label_names: list[str],
+                       path: Path) -> None:
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4 * len(matrices), 3.8), squeeze=False)
+    for ax, (name, matrix) in zip(axes[0], matrices.items(), strict=True):
+        matrix = np.asarray(matrix)
+        ax.imshow(matrix, cmap="Blues")
+        for (i, j), count in np.ndenumerate(matrix):
+            ax.text(j, i, str(count), ha="center", va="center",
+                    color="white" if count > matrix.max() / 2 else "black")
+        ticks = range(len(label_names))
+        ax.set(xticks=ticks, yticks=ticks, xticklabels=label_names, yticklabels=label_names,
+               xlabel="predicted", ylabel="actual", title=name)
+    _save(fig, path)
+
+
+def accuracy_comparison(results: dict[str, dict], path: Path) -> None:
+    names = list(results)
+    acc = [results[n]["accuracy"] * 100 for n in names]
+    low = [results[n]["accuracy_ci95"][0] * 100 for n in names]
+    high = [results[n]["accuracy_ci95"][1] * 100 for n in names]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    errors = [np.subtract(acc, low), np.subtract(high, acc)]
+    ax.barh(names, acc, xerr=errors, color="tab:blue", alpha=0.8, capsize=4)
+    ax.set(xlabel="test accuracy (%) with 95% bootstrap interval",
+           xlim=(max(0.0, min(low) - 5), min(100.0, max(high) + 2)))
+    ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)

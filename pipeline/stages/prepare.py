@@ -1,0 +1,106 @@
+"""Stage 2 — prepare: raw files -> clean Parquet tables train / valid / test / unlabeled."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from pipeline.config import PrepareParams, load_params
+from pipeline.datasets import get_dataset
+from pipeline.errors import PipelineError, run_stage
+from pipeline.io import atomic_path, require, write_json
+from pipeline.text import clean_text
+
+SPLITS = ("train", "valid", "test", "unlabeled")
+
+
+def clean(frame: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Clean the text column; drop reviews left empty, saying which."""
+    frame = frame.assign(text=frame["text"].map(clean_text))
+    empty = frame["text"].str.len() == 0
+    if empty.any():
+        ids = frame.loc[empty, "id"].tolist()
+        shown = ", ".join(map(str, ids[:5])) + (" …" if len(ids) > 5 else "")
+        print(f"[prepare] warning: dropped {len(ids)} empty {split} review(s): {shown}")
+        frame = frame.loc[~empty].reset_index(drop=True)
+    return frame
+
+
+def stratified_sample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+    if n is None or n >= len(frame):
+        return frame
+    stratify = frame["label"] if frame["label"].value_counts().min() >= 2 else None
+    sample, _ = train_test_split(frame, train_size=n, random_state=seed, stratify=stratify)
+    return sample.sort_index().reset_index(drop=True)
+
+
+def split_valid(train: pd.DataFrame, fraction: float, seed: int
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    counts = train["label"].value_counts()
+    if len(train) * fraction < counts.size or counts.min() < 2:
+        raise PipelineError(
+            f"cannot hold out a stratified validation set: {len(train)} training reviews, "
+            f"class counts {counts.to_dict()}, prepare.valid_fraction={fraction}"
+        )
+    kept, valid = train_test_split(train, test_size=fraction, random_state=seed,
+                                   stratify=train["label"])
+    return kept.sort_index().reset_index(drop=True), valid.sort_index().reset_index(drop=True)
+
+
+def prepare(raw_dir: Path, dataset_name: str, params: PrepareParams, out_dir: Path) -> dict:
+    dataset = get_dataset(dataset_name)
+    require(raw_dir / "source.json", "fetched data")
+    raw = dataset.read(raw_dir)
+    train = clean(raw.train, "train")
+    if raw.valid is not None:
+        valid = clean(raw.valid, "valid")
+    else:
+        train, valid = split_valid(train, params.valid_fraction, params.seed)
+    tables = {
+        "train": stratified_sample(train, params.max_train, params.seed),
+        "valid": valid,
+        "test": stratified_sample(clean(raw.test, "test"), params.max_test, params.seed),
+        "unlabeled": clean(raw.unlabeled, "unlabeled"),
+    }
+    if params.max_unlabeled is not None and params.max_unlabeled < len(tables["unlabeled"]):
+        tables["unlabeled"] = (tables["unlabeled"]
+                               .sample(n=params.max_unlabeled, random_state=params.seed)
+                               .sort_index().reset_index(drop=True))
+    for split in ("train", "test"):
+        if tables[split].empty:
+            raise PipelineError(f"no {split} reviews left after cleaning")
+    unknown = set(tables["test"]["label"]) - set(tables["train"]["label"])
+    if unknown:
+        raise PipelineError(f"test labels {sorted(unknown)} never occur in train")
+
+    info = {
+        "dataset": dataset.name,
+        "label_names": list(dataset.label_names),
+        "counts": {split: len(frame) for split, frame in tables.items()},
+        "capped": {"max_train": params.max_train, "max_unlabeled": params.max_unlabeled,
+                   "max_test": params.max_test},
+    }
+    with atomic_path(out_dir) as staging:
+        staging.mkdir()
+        for split, frame in tables.items():
+            frame.to_parquet(staging / f"{split}.parquet", index=False)
+        write_json(staging / "info.json", info)
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--raw", default="data/raw")
+    parser.add_argument("--out", default="data/prepared")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    info = prepare(Path(args.raw), params.data.dataset, params.prepare, Path(args.out))
+    print("[prepare] " + ", ".join(f"{k}={v}" for k, v in info["counts"].items()))
+
+
+if __name__ == "__main__":
+    run_stage("prepare", main)

@@ -1,0 +1,103 @@
+"""Stage 5 — pretrain: an RNN language model on train + unlabeled text, no labels."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from pipeline import tracking
+from pipeline.batching import BPTTBatches, Corpus, lm_stream
+from pipeline.config import Params, load_params
+from pipeline.errors import PipelineError, run_stage
+from pipeline.io import atomic_path, read_json, require, write_json
+from pipeline.models import EncoderConfig, LanguageModel, encoder_dict, save_checkpoint
+from pipeline.runtime import setup
+from pipeline.tasks import LanguageModelTask
+from pipeline.training import fit
+
+SECTIONS = ("data", "vocab", "model", "pretrain", "runtime")
+
+
+def encoder_config(params: Params, vocab_size: int) -> EncoderConfig:
+    return EncoderConfig(vocab_size=vocab_size, **params.model.model_dump())
+
+
+def training_corpora(data_dir: Path, max_documents: int | None) -> list[Corpus]:
+    train, unlabeled = Corpus.load(data_dir, "train"), Corpus.load(data_dir, "unlabeled")
+    if max_documents is None:
+        return [train, unlabeled]
+    train = train.subset(max_documents)
+    return [train, unlabeled.subset(max_documents - len(train))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", default="data/vocab")
+    parser.add_argument("--out", default="models/lm.pt")
+    parser.add_argument("--metrics", default="reports/pretrain.json")
+    parser.add_argument("--curve", default="reports/curves/pretrain.csv")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    config = params.pretrain
+    data_dir = Path(args.data)
+    info = read_json(require(data_dir / "info.json", "vocabulary"))
+    runtime = setup(params.runtime)
+    tracking.connect()  # fail fast, before any training
+
+    stream = lm_stream(training_corpora(data_dir, config.max_documents))
+    valid_stream = lm_stream([Corpus.load(data_dir, "valid")])
+    if len(valid_stream) < 4:
+        raise PipelineError("the valid split has too little text to measure perplexity")
+    batches = BPTTBatches(stream, config.batch_size, config.bptt)
+    task = LanguageModelTask(batches, valid_stream, config.bptt, config.steps_per_epoch,
+                             runtime.device)
+    encoder = encoder_config(params, info["vocab_size"])
+    torch.manual_seed(params.runtime.seed)
+    model = LanguageModel(encoder, config.softmax, tuple(config.adaptive_cutoffs))
+    model.to(runtime.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    total_steps = config.epochs * task.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                                    total_steps=total_steps, pct_start=0.1)
+    print(f"[pretrain] stream of {len(stream):,} tokens; {config.epochs} epoch(s) x "
+          f"{task.steps_per_epoch} steps of {config.batch_size}x{config.bptt}; "
+          f"{sum(p.numel() for p in model.parameters()):,} parameters; {runtime.describe()}")
+
+    with tracking.stage_run(params, "pretrain", "pretrain", SECTIONS):
+        import mlflow
+
+        mlflow.log_params({f"runtime.{k}_used": v for k, v in runtime.describe().items()})
+        result = fit(model, task, optimizer, scheduler, runtime, epochs=config.epochs,
+                     clip=config.clip, monitor="valid_loss", higher_is_better=False,
+                     desc="pretrain", on_epoch=lambda e, m: tracking.log_epoch(m, e))
+        metrics = {
+            "valid_perplexity": result.best["valid_perplexity"],
+            "valid_loss": result.best["valid_loss"],
+            "epochs": len(result.history),
+            "best_epoch": result.best_epoch,
+            "tokens": task.tokens_seen,
+            "stream_tokens": int(len(stream)),
+            "train_seconds": result.seconds,
+            "tokens_per_second": task.tokens_seen / max(result.seconds, 1e-9),
+        }
+        checkpoint_config = {"encoder": encoder_dict(encoder), "softmax": config.softmax,
+                             "cutoffs": list(config.adaptive_cutoffs)}
+        save_checkpoint(Path(args.out), "language_model", checkpoint_config, model,
+                        {"vocab_size": info["vocab_size"]})
+        write_json(args.metrics, metrics)
+        with atomic_path(args.curve) as tmp:
+            pd.DataFrame(result.history).to_csv(tmp, index=False)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        mlflow.log_artifact(args.out, artifact_path="model")
+        mlflow.log_artifact(args.curve, artifact_path="curves")
+    print(f"[pretrain] best valid perplexity {metrics['valid_perplexity']:.1f} "
+          f"({metrics['tokens_per_second']:.0f} tokens/s)")
+
+
+if __name__ == "__main__":
+    run_stage("pretrain", main)

@@ -1,0 +1,54 @@
+"""Stage 3 — tokenize: spaCy's English tokenizer over every split, written as Parquet token lists."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from pipeline.config import TokenizeParams, load_params
+from pipeline.errors import run_stage
+from pipeline.io import atomic_path, require
+from pipeline.stages.prepare import SPLITS
+from pipeline.text import tokenize
+
+SCHEMA = pa.schema([("id", pa.string()), ("tokens", pa.list_(pa.string()))])
+
+
+def tokenize_split(source: Path, target: Path, params: TokenizeParams) -> int:
+    frame = pd.read_parquet(source, columns=["id", "text"])
+    ids, texts = frame["id"].tolist(), frame["text"].tolist()
+    del frame
+    done = 0
+    with pq.ParquetWriter(target, SCHEMA) as writer, \
+            tqdm(total=len(texts), desc=f"tokenize {source.stem}", unit="doc") as bar:
+        # written batch by batch: the full corpus of token strings is never held at once
+        for batch in tokenize(texts, params.lowercase, params.workers, params.batch_size):
+            writer.write_table(pa.table({"id": ids[done:done + len(batch)], "tokens": batch},
+                                        schema=SCHEMA))
+            done += len(batch)
+            bar.update(len(batch))
+    return done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--prepared", default="data/prepared")
+    parser.add_argument("--out", default="data/tokens")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    prepared = Path(args.prepared)
+    with atomic_path(args.out) as staging:
+        staging.mkdir()
+        for split in SPLITS:
+            source = require(prepared / f"{split}.parquet", f"prepared {split} table")
+            tokenize_split(source, staging / f"{split}.parquet", params.tokenize)
+
+
+if __name__ == "__main__":
+    run_stage("tokenize", main)

@@ -1,0 +1,128 @@
+"""Stage 6 — train one classifier variant on the labeled train split, selected on valid.
+
+Variants: ``rnn_pretrained`` (encoder from the language model, fine-tuned),
+``rnn_scratch`` (same architecture, random init) and ``bag_of_embeddings``
+(mean of word embeddings -> linear). All use the same training loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from pipeline import tracking
+from pipeline.batching import Corpus
+from pipeline.config import VARIANTS, Params, load_params
+from pipeline.errors import PipelineError, run_stage
+from pipeline.io import atomic_path, read_json, require, write_json
+from pipeline.models import (
+    BagOfEmbeddings,
+    RNNClassifier,
+    encoder_dict,
+    load_checkpoint,
+    save_checkpoint,
+)
+from pipeline.runtime import setup
+from pipeline.stages.pretrain import encoder_config
+from pipeline.tasks import ClassifierTask
+from pipeline.training import fit
+
+
+def build(variant: str, params: Params, vocab_size: int, n_classes: int, lm_path: Path
+          ) -> tuple[nn.Module, str, dict, list[dict]]:
+    """The model, its checkpoint kind and config, and optimizer parameter groups."""
+    if variant == "bag_of_embeddings":
+        boe = params.classifier.bag_of_embeddings
+        config = {"vocab_size": vocab_size, "embedding_dim": boe.embedding_dim,
+                  "n_classes": n_classes, "dropout": boe.dropout}
+        model = BagOfEmbeddings(vocab_size, boe.embedding_dim, n_classes, boe.dropout)
+        return model, "bag_of_embeddings", config, [{"params": model.parameters(),
+                                                      "lr": boe.lr}]
+    settings = getattr(params.classifier, variant)
+    encoder = encoder_config(params, vocab_size)
+    model = RNNClassifier(encoder, n_classes, settings.head_dropout)
+    if variant == "rnn_pretrained":
+        lm, _ = load_checkpoint(lm_path, "language_model", vocab_size)
+        if lm.encoder.config != encoder:
+            raise PipelineError(
+                f"{lm_path} was trained with encoder {lm.encoder.config}, but params.yaml "
+                f"(model) asks for {encoder}: rerun pretrain (dvc repro)"
+            )
+        model.encoder.load_state_dict(lm.encoder.state_dict())
+    config = {"encoder": encoder_dict(encoder), "n_classes": n_classes,
+              "head_dropout": settings.head_dropout}
+    # discriminative learning rates: the (pretrained) encoder moves slower than the new head
+    groups = [{"params": model.encoder.parameters(), "lr": settings.lr * settings.encoder_lr_mult},
+              {"params": model.head.parameters(), "lr": settings.lr}]
+    return model, "rnn_classifier", config, groups
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("variant", choices=VARIANTS)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", default="data/vocab")
+    parser.add_argument("--lm", default="models/lm.pt")
+    parser.add_argument("--out-dir", default="models")
+    parser.add_argument("--reports", default="reports")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    variant = args.variant
+    data_dir = Path(args.data)
+    info = read_json(require(data_dir / "info.json", "vocabulary"))
+    runtime = setup(params.runtime)
+    tracking.connect()
+
+    train, valid = Corpus.load(data_dir, "train"), Corpus.load(data_dir, "valid")
+    n_classes = len(info["label_names"])
+    torch.manual_seed(params.runtime.seed)
+    model, kind, config, groups = build(variant, params, info["vocab_size"], n_classes,
+                                        Path(args.lm))
+    model.to(runtime.device)
+    common = params.classifier
+    settings = getattr(common, variant)
+    batch_size = getattr(settings, "batch_size", common.batch_size)
+    task = ClassifierTask(train, valid, batch_size, common.max_len, params.runtime.seed,
+                          runtime.device)
+    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+        total_steps=settings.epochs * task.steps_per_epoch, pct_start=0.1)
+
+    sections = ("data", "vocab", "classifier", "runtime")
+    if variant != "bag_of_embeddings":
+        sections = ("data", "vocab", "model", "classifier", "runtime")
+    model_path = Path(args.out_dir) / f"{variant}.pt"
+    curve_path = Path(args.reports) / "curves" / f"{variant}.csv"
+    with tracking.stage_run(params, f"train_{variant}", f"clf:{variant}", sections) as run:
+        import mlflow
+
+        mlflow.set_tag("variant", variant)
+        result = fit(model, task, optimizer, scheduler, runtime, epochs=settings.epochs,
+                     clip=common.clip, monitor="valid_accuracy", higher_is_better=True,
+                     patience=common.patience, desc=variant,
+                     on_epoch=lambda e, m: tracking.log_epoch(m, e))
+        save_checkpoint(model_path, kind, config, model,
+                        {"label_names": info["label_names"], "max_len": common.max_len,
+                         "variant": variant})
+        summary = {"variant": variant, "valid_accuracy": result.best["valid_accuracy"],
+                   "best_epoch": result.best_epoch, "epochs": len(result.history),
+                   "train_seconds": result.seconds, "mlflow_run_id": run.info.run_id,
+                   "train_examples": len(train)}
+        with atomic_path(curve_path) as tmp:
+            pd.DataFrame(result.history).to_csv(tmp, index=False)
+        write_json(Path(args.reports) / "train" / f"{variant}.json", summary)
+        mlflow.log_metrics({"valid_accuracy": summary["valid_accuracy"],
+                            "train_seconds": result.seconds, "best_epoch": result.best_epoch})
+        mlflow.log_artifact(str(model_path), artifact_path="model")
+        mlflow.log_artifact(str(curve_path), artifact_path="curves")
+    print(f"[{variant}] best valid accuracy {summary['valid_accuracy']:.4f} "
+          f"(epoch {result.best_epoch}, {result.seconds:.0f} s)")
+
+
+if __name__ == "__main__":
+    run_stage("train", main)

@@ -1,0 +1,114 @@
+"""The two training tasks for :func:`pipeline.training.fit`, and classifier inference."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.batching import BPTTBatches, Corpus, classifier_batches
+from pipeline.models import Hidden, LanguageModel, detach
+from pipeline.runtime import Runtime
+
+
+class LanguageModelTask:
+    """Truncated BPTT over an endless stream; an "epoch" is ``steps_per_epoch`` windows.
+
+    The hidden state is carried from one window to the next (detached, so gradients
+    stop at the window boundary) and reset when the stream wraps around.
+    """
+
+    def __init__(self, train: BPTTBatches, valid_stream: np.ndarray, bptt: int,
+                 steps_per_epoch: int | None, device: torch.device) -> None:
+        self.train = train
+        self.valid_stream = valid_stream
+        self.bptt = bptt
+        self.device = device
+        self.steps_per_epoch = steps_per_epoch or train.steps_per_pass
+        self.hidden: Hidden | None = None
+        self.tokens_seen = 0
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+        for _ in range(self.steps_per_epoch):
+            yield next(self.train)
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, bool]
+             ) -> torch.Tensor:
+        inputs, targets, restarted = batch
+        if restarted:
+            self.hidden = None
+        hidden = None if self.hidden is None else detach(self.hidden)
+        loss, self.hidden = model(inputs.to(self.device), targets.to(self.device), hidden)
+        self.tokens_seen += targets.numel()
+        return loss
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        loss = stream_loss(model, self.valid_stream, self.bptt, self.device)
+        return {"valid_loss": loss, "valid_perplexity": math.exp(min(loss, 50.0))}
+
+
+def stream_loss(model: LanguageModel, stream: np.ndarray, bptt: int, device: torch.device,
+                rows: int = 16) -> float:
+    """Mean next-word cross-entropy (nats) over a whole held-out stream, one pass."""
+    rows = max(1, min(rows, (len(stream) - 1) // (bptt + 1)))
+    batches = BPTTBatches(stream, rows, min(bptt, len(stream) // rows - 1))
+    total, count, hidden = 0.0, 0, None
+    for _ in range(batches.steps_per_pass):
+        inputs, targets, _ = next(batches)
+        loss, hidden = model(inputs.to(device), targets.to(device), hidden)
+        total += loss.item() * targets.numel()
+        count += targets.numel()
+    return total / max(count, 1)
+
+
+class ClassifierTask:
+    """Length-bucketed, shuffled batches of labeled reviews; selection on valid accuracy."""
+
+    def __init__(self, train: Corpus, valid: Corpus, batch_size: int, max_len: int,
+                 seed: int, device: torch.device) -> None:
+        self.train, self.valid = train, valid
+        self.batch_size, self.max_len, self.seed, self.device = batch_size, max_len, seed, device
+        self.steps_per_epoch = math.ceil(len(train) / batch_size)
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        rng = np.random.default_rng([self.seed, epoch])  # same order on every rerun
+        for _, batch in classifier_batches(self.train, self.batch_size, self.max_len, rng):
+            yield batch
+
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        tokens, lengths, labels = batch
+        logits = model(tokens.to(self.device), lengths.to(self.device))
+        return F.cross_entropy(logits.float(), labels.to(self.device))
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        probs = predict_proba(model, self.valid, self.batch_size * 2, self.max_len, self.device)
+        labels = torch.from_numpy(self.valid.labels)
+        loss = F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), labels).item()
+        accuracy = float((probs.argmax(1) == self.valid.labels).mean())
+        return {"valid_loss": loss, "valid_accuracy": accuracy}
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, corpus: Corpus, batch_size: int, max_len: int,
+                  device: torch.device, runtime: Runtime | None = None) -> np.ndarray:
+    """Class probabilities [N, C] for every document, in corpus order."""
+    was_training = model.training
+    model.eval()
+    out: np.ndarray | None = None
+    for indices, (tokens, lengths, _) in classifier_batches(corpus, batch_size, max_len, None):
+        if runtime is not None:
+            with runtime.autocast():
+                logits = model(tokens.to(device), lengths.to(device))
+        else:
+            logits = model(tokens.to(device), lengths.to(device))
+        probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        if out is None:
+            out = np.zeros((len(corpus), probs.shape[1]), dtype=np.float32)
+        out[indices] = probs
+    model.train(was_training)
+    assert out is not None, "empty corpus"
+    return out

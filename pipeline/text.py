@@ -1,0 +1,98 @@
+"""Text processing shared by the stages: cleaning, spaCy tokenization, vocabulary, id arrays."""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import numpy as np
+
+PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
+SPECIALS = (PAD, UNK, EOS)
+PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
+
+_BREAK = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
+_SPACES = re.compile(r"\s+")
+
+
+def clean_text(text: str) -> str:
+    """Strip the ``<br />`` markup of IMDB reviews, unescape entities, normalise spaces."""
+    text = _BREAK.sub(" ", text)
+    text = html.unescape(text)
+    text = unicodedata.normalize("NFC", text)
+    return _SPACES.sub(" ", text).strip()
+
+
+# ---------------------------------------------------------------- tokenization (spaCy)
+
+_tokenizer = None
+_lowercase = True
+
+
+def _init_worker(lowercase: bool) -> None:
+    global _tokenizer, _lowercase
+    import spacy
+
+    _tokenizer = spacy.blank("en").tokenizer
+    _lowercase = lowercase
+
+
+def _tokenize_batch(texts: Sequence[str]) -> list[list[str]]:
+    assert _tokenizer is not None
+    out = []
+    for doc in _tokenizer.pipe(texts, batch_size=256):
+        tokens = [t.text for t in doc if not t.is_space]
+        out.append([t.lower() for t in tokens] if _lowercase else tokens)
+    return out
+
+
+def tokenize(texts: Sequence[str], lowercase: bool = True, workers: int = 1,
+             batch_size: int = 1000) -> Iterator[list[list[str]]]:
+    """Tokenize with spaCy's English tokenizer, yielding token lists batch by batch, in order.
+
+    With ``workers > 1`` a process pool runs one tokenizer per process and sends back
+    plain lists of strings (cheaper to pickle than spaCy Docs, which is why this beats
+    ``nlp.pipe(n_process=…)``). The output is identical to one process.
+    """
+    batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    if workers <= 1 or len(batches) <= 1:
+        _init_worker(lowercase)
+        for batch in batches:
+            yield _tokenize_batch(batch)
+        return
+    with get_context("fork").Pool(workers, initializer=_init_worker,
+                                  initargs=(lowercase,)) as pool:
+        yield from pool.imap(_tokenize_batch, batches)
+
+
+# ---------------------------------------------------------------- vocabulary
+
+
+@dataclass(frozen=True)
+class Vocab:
+    itos: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stoi", {tok: i for i, tok in enumerate(self.itos)})
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, tokens: Iterable[str]) -> np.ndarray:
+        stoi = self.stoi  # type: ignore[attr-defined]
+        return np.fromiter((stoi.get(t, UNK_ID) for t in tokens), dtype=np.int32)
+
+    @classmethod
+    def build(cls, counts: Counter[str], min_freq: int, max_size: int) -> Vocab:
+        # most frequent first; ties broken alphabetically so the vocabulary is deterministic
+        ranked = sorted(
+            ((tok, n) for tok, n in counts.items() if n >= min_freq and tok not in SPECIALS),
+            key=lambda item: (-item[1], item[0]),
+        )
+        words = [tok for tok, _ in ranked[: max_size - len(SPECIALS)]]
+        return cls(itos=SPECIALS + tuple(words))
