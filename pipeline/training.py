@@ -100,3 +100,14 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def one_cycle(optimizer: torch.optim.Optimizer, total_steps: int
+              ) -> torch.optim.lr_scheduler.LRScheduler:
+    """One-cycle schedule (warm-up over 10% of the steps, then cosine annealing) that
+    peaks at each parameter group's own LR; a constant LR for very short runs."""
+    if total_steps < 4:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
+        total_steps=total_steps, pct_start=min(0.5, max(0.1, 2.0 / total_steps)))

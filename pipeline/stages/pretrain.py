@@ -16,7 +16,7 @@ from pipeline.io import atomic_path, read_json, require, write_json
 from pipeline.models import EncoderConfig, LanguageModel, encoder_dict, save_checkpoint
 from pipeline.runtime import setup
 from pipeline.tasks import LanguageModelTask
-from pipeline.training import fit
+from pipeline.training import fit, one_cycle
 
 SECTIONS = ("data", "vocab", "model", "pretrain", "runtime")
 
@@ -61,9 +61,7 @@ def main() -> None:
     model.to(runtime.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
-    total_steps = config.epochs * task.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                                    total_steps=total_steps, pct_start=0.1)
+    scheduler = one_cycle(optimizer, config.epochs * task.steps_per_epoch)
     print(f"[pretrain] stream of {len(stream):,} tokens; {config.epochs} epoch(s) x "
           f"{task.steps_per_epoch} steps of {config.batch_size}x{config.bptt}; "
           f"{sum(p.numel() for p in model.parameters()):,} parameters; {runtime.describe()}")

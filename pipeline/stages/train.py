@@ -29,7 +29,7 @@ from pipeline.models import (
 from pipeline.runtime import setup
 from pipeline.stages.pretrain import encoder_config
 from pipeline.tasks import ClassifierTask
-from pipeline.training import fit
+from pipeline.training import fit, one_cycle
 
 
 def build(variant: str, params: Params, vocab_size: int, n_classes: int, lm_path: Path
@@ -89,9 +89,7 @@ def main() -> None:
     task = ClassifierTask(train, valid, batch_size, common.max_len, params.runtime.seed,
                           runtime.device)
     optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
-        total_steps=settings.epochs * task.steps_per_epoch, pct_start=0.1)
+    scheduler = one_cycle(optimizer, settings.epochs * task.steps_per_epoch)
 
     sections = ("data", "vocab", "classifier", "runtime")
     if variant != "bag_of_embeddings":

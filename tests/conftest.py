@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.tiny_imdb import build_archive
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Small enough to run the whole pipeline in about a minute on 2 cores.
+TINY_OVERRIDES = {
+    "fetch": {"expect_full_size": False},
+    "prepare": {"valid_fraction": 0.2},
+    "tokenize": {"workers": 1, "batch_size": 16},
+    "vocab": {"min_freq": 1, "max_size": 500},
+    "model": {"embedding_dim": 16, "hidden": 16, "layers": 1},
+    "pretrain": {"batch_size": 4, "bptt": 8, "epochs": 2, "steps_per_epoch": 5},
+    "classifier": {"max_len": 64, "batch_size": 8,
+                   "rnn_pretrained": {"epochs": 2}, "rnn_scratch": {"epochs": 2},
+                   "bag_of_embeddings": {"epochs": 3, "embedding_dim": 8, "batch_size": 8}},
+    "evaluate": {"bootstrap_samples": 200},
+    "runtime": {"threads": 1},
+}
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def tiny_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_archive(tmp_path_factory.mktemp("tiny") / "aclImdb_v1.tar.gz")
+
+
+def tiny_params(archive: Path, **overrides: dict) -> dict:
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = merge(base, TINY_OVERRIDES)
+    params["fetch"]["mirrors"] = {"imdb": {"aclImdb_v1.tar.gz": {
+        "path": str(archive), "sha256": sha256(archive)}}}
+    return merge(params, overrides)
+
+
+@pytest.fixture
+def params_file(tmp_path: Path, tiny_archive: Path) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(tiny_params(tiny_archive)))
+    return path
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True
+        ) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})},
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def stage(module: str, *args: str, cwd: Path, env: dict | None = None,
+          check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", f"pipeline.stages.{module}", *args], cwd=cwd, env=env,
+               check=check)
+
+
+def make_project(dest: Path, params: dict) -> Path:
+    """A fresh git + DVC repository holding this project's code and the given params."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("pipeline", "dvc.yaml", "pyproject.toml"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, dest / name)
+    shutil.copy2(REPO / ".gitignore", dest / ".gitignore")
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    run(["git", "init", "-q"], cwd=dest)
+    run(["dvc", "init", "-q"], cwd=dest)
+    run(["git", "add", "-A"], cwd=dest)
+    run(["git", "commit", "-qm", "init"], cwd=dest, env=env)
+    return dest
+
+
+@pytest.fixture
+def pipeline_env(tmp_path: Path) -> dict:
+    """Environment for stage subprocesses: the project importable, MLflow in tmp_path."""
+    return {"PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+            "PIPELINE_CACHE_DIR": str(tmp_path / "cache")}

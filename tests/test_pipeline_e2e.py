@@ -1,0 +1,103 @@
+"""End to end: `dvc repro` in a fresh git repository on a tiny IMDB-layout archive."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from pipeline.config import VARIANTS
+from tests.conftest import make_project, run, tiny_params
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["fetch", "prepare", "tokenize", "vocab", "pretrain", "train_rnn_pretrained",
+          "train_rnn_scratch", "train_bag_of_embeddings", "evaluate"]
+
+
+def ran_stages(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines()
+            if line.startswith("Running stage '")]
+
+
+def check_contract(metrics: dict) -> None:
+    lm = metrics["lm"]
+    assert isinstance(lm["valid_perplexity"], float) and lm["valid_perplexity"] > 1
+    assert isinstance(lm["epochs"], int) and isinstance(lm["tokens"], int) and lm["tokens"] > 0
+    assert set(metrics["classifiers"]) == set(VARIANTS)
+    for entry in metrics["classifiers"].values():
+        test = entry["test"]
+        for key in ("accuracy", "macro_f1", "roc_auc"):
+            assert isinstance(test[key], float) and 0.0 <= test[key] <= 1.0
+        low, high = test["accuracy_ci95"]
+        assert low <= test["accuracy"] <= high
+        assert isinstance(entry["train_seconds"], float)
+    dataset = metrics["dataset"]
+    assert dataset["name"] == "imdb"
+    assert dataset == {"name": "imdb", "train": 32, "valid": 8, "test": 20, "unlabeled": 30}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> Path:
+    root = make_project(tmp_path_factory.mktemp("e2e") / "repo", tiny_params(tiny_archive))
+    result = run(["dvc", "repro"], cwd=root)
+    assert ran_stages(result.stdout) == STAGES
+    return root
+
+
+def test_outputs_and_metrics_contract(project: Path) -> None:
+    for path in ["data/raw/aclImdb_v1.tar.gz", "data/prepared/train.parquet",
+                 "data/tokens/test.parquet", "data/vocab/vocab.json", "data/vocab/test_ids.npy",
+                 "models/lm.pt", *[f"models/{v}.pt" for v in VARIANTS],
+                 "reports/comparison.md", "reports/plots/roc.png",
+                 "reports/plots/confusion.png", "reports/plots/training_curves.png"]:
+        assert (project / path).exists(), path
+    check_contract(json.loads((project / "reports/metrics.json").read_text()))
+    table = (project / "reports/comparison.md").read_text()
+    for variant in VARIANTS:
+        assert f"| {variant} |" in table
+    plots = run(["dvc", "plots", "show", "-o", "plots_html"], cwd=project)
+    assert (project / "plots_html" / "index.html").exists(), plots.stdout
+
+
+def test_mlflow_runs_are_linked(project: Path) -> None:
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("rnn-pretrain-imdb")
+    runs = client.search_runs([experiment.experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    assert {"pipeline", "pretrain", "evaluate", *[f"clf:{v}" for v in VARIANTS]} <= set(by_name)
+    parent = by_name["pipeline"].info.run_id
+    for name in ["pretrain", "evaluate", *[f"clf:{v}" for v in VARIANTS]]:
+        run_ = by_name[name]
+        assert run_.data.tags["mlflow.parentRunId"] == parent
+        assert run_.data.tags["pipeline.execution_id"] == by_name["pipeline"].data.tags[
+            "pipeline.execution_id"]
+        assert run_.data.tags["mlflow.source.git.commit"]
+    for variant in VARIANTS:
+        data = by_name[f"clf:{variant}"].data
+        assert {"test_accuracy", "test_macro_f1", "test_roc_auc", "valid_accuracy",
+                "train_seconds"} <= set(data.metrics)
+        history = client.get_metric_history(by_name[f"clf:{variant}"].info.run_id,
+                                            "valid_accuracy")
+        assert len(history) >= 2  # one point per epoch, plus the final value
+    assert by_name["pretrain"].data.params["pretrain.bptt"] == "8"
+    assert "valid_perplexity" in by_name["pretrain"].data.metrics
+
+
+def test_second_repro_runs_nothing(project: Path) -> None:
+    result = run(["dvc", "repro"], cwd=project)
+    assert ran_stages(result.stdout) == []
+    status = run(["dvc", "status"], cwd=project)
+    assert "up to date" in status.stdout
+
+
+def test_classifier_param_change_reruns_only_classifier_and_evaluate(project: Path) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["classifier"]["rnn_scratch"]["lr"] = 0.005
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(["dvc", "repro"], cwd=project)
+    assert ran_stages(result.stdout) == ["train_rnn_scratch", "evaluate"]
