@@ -80,9 +80,12 @@ def _safe_members(path: Path) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo
                         f"{path}: refusing link member {member.name!r} -> {member.linkname!r}"
                     )
                 try:
+                    if member.name.startswith(("/", "\\")):  # the filter would only strip it
+                        raise tarfile.AbsolutePathError(member)
                     tarfile.data_filter(member, "/nonexistent-extraction-root")
                 except tarfile.FilterError as exc:
-                    raise PipelineError(f"{path}: refusing unsafe member {member.name!r}: {exc}")
+                    raise PipelineError(
+                        f"{path}: refusing unsafe member {member.name!r}: {exc}") from None
                 yield tar, member
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             raise PipelineError(

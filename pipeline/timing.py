@@ -1,4 +1,4 @@
-"""Per-stage wall times, collected in reports/timings.json (not a DVC output: times vary run to run)."""
+"""Per-stage wall times in reports/timings.json (not a DVC output: times vary run to run)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 3 — tokenize: spaCy's English tokenizer over every split, written as Parquet token lists."""
+"""Stage 3 — tokenize: spaCy's English tokenizer over every split, as Parquet token lists."""
 
 from __future__ import annotations
 

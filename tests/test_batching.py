@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.batching import BPTTBatches, Corpus, bucket_batches, collate, lm_stream, truncate
+from pipeline.errors import PipelineError
+from pipeline.text import EOS_ID, PAD_ID
+
+
+def corpus(docs: list[list[int]], labels: list[int] | None = None) -> Corpus:
+    offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+    np.cumsum([len(d) for d in docs], out=offsets[1:])
+    ids = np.concatenate([np.asarray(d, dtype=np.int32) for d in docs])
+    return Corpus(ids, offsets, None if labels is None else np.asarray(labels))
+
+
+def test_lm_stream_separates_documents_with_eos() -> None:
+    stream = lm_stream([corpus([[5, 6], [7]]), corpus([[8, 9, 10]])])
+    assert stream.tolist() == [5, 6, EOS_ID, 7, EOS_ID, 8, 9, 10, EOS_ID]
+
+
+def test_bptt_targets_are_next_tokens_and_stream_wraps() -> None:
+    stream = np.arange(100, dtype=np.int64)
+    batches = BPTTBatches(stream, batch_size=4, bptt=7)  # rows of 25 tokens
+    x, y, restarted = next(batches)
+    assert restarted and x.shape == (4, 7)
+    assert torch.equal(y, x + 1)
+    assert x[1, 0].item() == 25  # row 1 continues the stream from token 25
+    seen = 7
+    while True:
+        x, y, restarted = next(batches)
+        if restarted:
+            break
+        assert x[0, 0].item() == seen  # contiguous windows: the hidden state can carry over
+        seen += x.size(1)
+    assert seen == 24 and batches.steps_per_pass == 4
+
+
+def test_bptt_longer_than_rows_is_refused() -> None:
+    with pytest.raises(PipelineError, match="pretrain.bptt=70 is longer"):
+        BPTTBatches(np.arange(200), batch_size=4, bptt=70)
+    with pytest.raises(PipelineError, match="too few"):
+        BPTTBatches(np.arange(5), batch_size=4, bptt=2)
+
+
+def test_truncate_keeps_both_ends() -> None:
+    ids = np.arange(20)
+    assert truncate(ids, 30).tolist() == ids.tolist()
+    assert truncate(ids, 8).tolist() == [0, 1, 14, 15, 16, 17, 18, 19]
+
+
+def test_buckets_cover_every_document_once_with_similar_lengths() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 500, size=1000)
+    batches = bucket_batches(lengths, 32, np.random.default_rng(1))
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    padding = sum(lengths[b].max() * len(b) - lengths[b].sum() for b in batches)
+    assert padding / lengths.sum() < 0.05
+    again = bucket_batches(lengths, 32, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
+
+
+def test_collate_pads_at_the_end() -> None:
+    data = corpus([[5, 6, 7], [8], []], labels=[1, 0, 1])
+    tokens, lengths, labels = collate(data, np.array([0, 1, 2]), max_len=10)
+    assert tokens.tolist() == [[5, 6, 7], [8, PAD_ID, PAD_ID], [PAD_ID, PAD_ID, PAD_ID]]
+    assert lengths.tolist() == [3, 1, 1] and labels.tolist() == [1, 0, 1]

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.errors import PipelineError
+from pipeline.models import (
+    BagOfEmbeddings,
+    EncoderConfig,
+    LanguageModel,
+    RNNClassifier,
+    encoder_dict,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+CONFIG = EncoderConfig(vocab_size=50, embedding_dim=12, hidden=16, layers=2)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("softmax", ["adaptive", "full"])
+def test_language_model_shapes_and_learning(cell: str, softmax: str) -> None:
+    torch.manual_seed(0)
+    config = EncoderConfig(vocab_size=50, embedding_dim=12, hidden=16, layers=2, cell=cell)
+    model = LanguageModel(config, softmax, (20, 40))
+    if softmax == "full":  # tied: one matrix for input and output words
+        assert model.decoder.weight.data_ptr() == model.encoder.embedding.weight.data_ptr()
+    tokens = torch.randint(3, 50, (4, 10))
+    targets = torch.roll(tokens, -1, dims=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses, hidden = [], None
+    for _ in range(30):
+        loss, hidden = model(tokens, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5
+    assert (hidden[0] if cell == "lstm" else hidden).shape == (2, 4, 16)
+
+
+def test_classifier_ignores_padding() -> None:
+    torch.manual_seed(0)
+    model = RNNClassifier(CONFIG, n_classes=3).eval()
+    tokens = torch.tensor([[5, 6, 7, 8]])
+    padded = torch.tensor([[5, 6, 7, 8, 0, 0, 0]])
+    with torch.no_grad():
+        a = model(tokens, torch.tensor([4]))
+        b = model(padded, torch.tensor([4]))
+    assert a.shape == (1, 3)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_bag_of_embeddings_is_a_mean() -> None:
+    model = BagOfEmbeddings(50, 8, 2, dropout=0.0).eval()
+    with torch.no_grad():
+        padded = model(torch.tensor([[5, 6, 0, 0]]), torch.tensor([2]))
+        plain = model.out(model.embedding.weight[[5, 6]].mean(0, keepdim=True))
+    assert torch.allclose(padded, plain, atol=1e-6)
+
+
+def test_checkpoint_round_trip_and_mismatches(tmp_path: Path) -> None:
+    model = RNNClassifier(CONFIG, n_classes=2)
+    config = {"encoder": encoder_dict(CONFIG), "n_classes": 2, "head_dropout": 0.3}
+    path = tmp_path / "clf.pt"
+    save_checkpoint(path, "rnn_classifier", config, model, {"label_names": ["neg", "pos"]})
+    # plain data only: loads with weights_only=True (no pickled code)
+    assert torch.load(path, weights_only=True)["label_names"] == ["neg", "pos"]
+    loaded, _ = load_checkpoint(path, "rnn_classifier", vocab_size=50)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
+    with pytest.raises(PipelineError, match="vocabulary of 50 words but the current"):
+        load_checkpoint(path, vocab_size=60)
+    with pytest.raises(PipelineError, match="expected 'language_model'"):
+        load_checkpoint(path, "language_model")
+    config["encoder"]["hidden"] = 32
+    save_checkpoint(path, "rnn_classifier", config, model)
+    with pytest.raises(PipelineError, match="does not match its model config"):
+        load_checkpoint(path)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(PipelineError, match="not a checkpoint written by this pipeline"):
+        load_checkpoint(path)

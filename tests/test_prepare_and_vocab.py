@@ -1,0 +1,94 @@
+"""prepare -> tokenize -> vocab on the tiny archive, as stage processes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline.errors import PipelineError
+from pipeline.stages.prepare import split_valid
+from tests.conftest import stage, tiny_params
+from tests.tiny_imdb import build_members, write_archive
+
+
+def run_until_vocab(root: Path, params: dict, env: dict) -> None:
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for module in ("fetch", "prepare", "tokenize", "vocab"):
+        stage(module, "--params", "params.yaml", cwd=root, env=env)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> Path:
+
+    root = tmp_path_factory.mktemp("prep")
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
+    run_until_vocab(root, tiny_params(tiny_archive, prepare={"max_unlabeled": 25}), env)
+    return root
+
+
+def test_splits_are_clean_stratified_and_disjoint(prepared: Path) -> None:
+    tables = {s: pd.read_parquet(prepared / f"data/prepared/{s}.parquet")
+              for s in ("train", "valid", "test", "unlabeled")}
+    assert {s: len(t) for s, t in tables.items()} == {"train": 32, "valid": 8, "test": 20,
+                                                       "unlabeled": 25}
+    assert tables["valid"]["label"].value_counts().to_dict() == {0: 4, 1: 4}
+    assert not set(tables["train"]["id"]) & set(tables["valid"]["id"])
+    for table in tables.values():
+        assert not table["text"].str.contains("<br", regex=False).any()
+        assert (table["text"].str.len() > 0).all()
+    assert list(tables["unlabeled"].columns) == ["id", "text", "rating"]
+
+
+def test_vocab_never_sees_valid_or_test_text(prepared: Path) -> None:
+    itos = json.loads((prepared / "data/vocab/vocab.json").read_text())["itos"]
+    seen = set()
+    for split in ("train", "unlabeled"):
+        for tokens in pd.read_parquet(prepared / f"data/tokens/{split}.parquet")["tokens"]:
+            seen.update(tokens)
+    assert set(itos[3:]) <= seen
+
+
+def test_id_arrays_round_trip(prepared: Path) -> None:
+    vocab_dir = prepared / "data/vocab"
+    itos = json.loads((vocab_dir / "vocab.json").read_text())["itos"]
+    ids = np.load(vocab_dir / "train_ids.npy", mmap_mode="r")
+    offsets = np.load(vocab_dir / "train_offsets.npy")
+    tokens = pd.read_parquet(prepared / "data/tokens/train.parquet")["tokens"]
+    assert len(offsets) == len(tokens) + 1
+    first = [itos[i] for i in ids[offsets[0]:offsets[1]]]
+    assert first == list(tokens[0])
+    labels = np.load(vocab_dir / "train_labels.npy")
+    assert labels.dtype == np.int64 and len(labels) == len(tokens)
+
+
+def test_test_only_words_are_unknown(tmp_path: Path, pipeline_env: dict) -> None:
+    members = build_members(6, 3, 4)
+    members["aclImdb/test/pos/0_10.txt"] = b"Zyzzyva quixotic masterpiece."
+    archive = write_archive(tmp_path / "aclImdb_v1.tar.gz", members)
+    run_until_vocab(tmp_path, tiny_params(archive, prepare={"valid_fraction": 0.3}), pipeline_env)
+    itos = json.loads((tmp_path / "data/vocab/vocab.json").read_text())["itos"]
+    assert "zyzzyva" not in itos and "quixotic" not in itos
+
+
+def test_empty_reviews_are_dropped_with_a_warning(tmp_path: Path, pipeline_env: dict) -> None:
+    members = build_members(6, 3, 4)
+    members["aclImdb/train/pos/0_9.txt"] = b"  <br /><br />  "
+    members["aclImdb/train/neg/0_1.txt"] = b""
+    archive = write_archive(tmp_path / "aclImdb_v1.tar.gz", members)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
+        tiny_params(archive, prepare={"valid_fraction": 0.3})))
+    stage("fetch", "--params", "params.yaml", cwd=tmp_path, env=pipeline_env)
+    result = stage("prepare", "--params", "params.yaml", cwd=tmp_path, env=pipeline_env)
+    assert "dropped 2 empty train review(s): train/neg/0, train/pos/0" in result.stdout
+
+
+def test_too_small_for_a_stratified_valid_split() -> None:
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "text": ["x"] * 3, "label": [0, 0, 1]})
+    with pytest.raises(PipelineError, match="cannot hold out a stratified validation set"):
+        split_valid(frame, 0.3, seed=0)

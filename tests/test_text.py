@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections import Counter
+
+from pipeline.text import EOS, PAD, UNK, UNK_ID, Vocab, clean_text, tokenize
+
+
+def test_clean_text_strips_markup_and_spaces() -> None:
+    raw = "Great film!<br /><br />Really.<BR>Truly &amp; honestly<br/>  end "
+    assert clean_text(raw) == "Great film! Really. Truly & honestly end"
+    assert clean_text("   <br />  ") == ""
+
+
+def test_tokenize_uses_spacy_rules_and_lowercases() -> None:
+    [[tokens]] = list(tokenize(["Don't stop, it's GREAT!"]))
+    assert tokens == ["do", "n't", "stop", ",", "it", "'s", "great", "!"]
+    [[cased]] = list(tokenize(["Don't"], lowercase=False))
+    assert cased == ["Do", "n't"]
+
+
+def test_parallel_tokenization_matches_one_process() -> None:
+    texts = [f"Review number {i}: it wasn't bad, was it? (score {i % 10}/10)" for i in range(97)]
+    single = [doc for batch in tokenize(texts, workers=1, batch_size=10) for doc in batch]
+    parallel = [doc for batch in tokenize(texts, workers=2, batch_size=10) for doc in batch]
+    assert parallel == single
+    assert len(single) == 97
+
+
+def test_vocab_is_deterministic_and_bounded() -> None:
+    counts = Counter({"b": 5, "a": 5, "c": 3, "rare": 1, UNK: 100})
+    vocab = Vocab.build(counts, min_freq=2, max_size=5)
+    assert vocab.itos == (PAD, UNK, EOS, "a", "b")  # ties alphabetical; specials kept once
+    assert list(vocab.encode(["a", "c", "zzz"])) == [3, UNK_ID, UNK_ID]

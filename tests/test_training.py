@@ -1,0 +1,62 @@
+"""The shared training loop, on a small task where the answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.batching import Corpus
+from pipeline.config import RuntimeParams
+from pipeline.models import BagOfEmbeddings
+from pipeline.runtime import setup
+from pipeline.tasks import ClassifierTask, predict_proba
+from pipeline.training import fit, one_cycle
+
+
+def keyword_corpus(n: int, seed: int) -> Corpus:
+    """Label 1 iff token 7 occurs: learnable by a bag of embeddings."""
+    rng = np.random.default_rng(seed)
+    docs, labels = [], []
+    for _ in range(n):
+        doc = rng.integers(8, 40, size=rng.integers(3, 12))
+        label = int(rng.integers(0, 2))
+        if label:
+            doc[rng.integers(0, len(doc))] = 7
+        docs.append(doc.astype(np.int32))
+        labels.append(label)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum([len(d) for d in docs], out=offsets[1:])
+    return Corpus(np.concatenate(docs), offsets, np.asarray(labels))
+
+
+def test_fit_learns_keeps_best_and_stops_early() -> None:
+    runtime = setup(RuntimeParams(threads=1, precision="fp32", seed=0))
+    train, valid = keyword_corpus(400, 0), keyword_corpus(100, 1)
+    model = BagOfEmbeddings(40, 16, 2, dropout=0.0)
+    task = ClassifierTask(train, valid, batch_size=16, max_len=20, seed=0, device=runtime.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05)
+    scheduler = one_cycle(optimizer, 30 * task.steps_per_epoch)
+    result = fit(model, task, optimizer, scheduler, runtime, epochs=30, clip=1.0,
+                 monitor="valid_accuracy", higher_is_better=True, patience=3)
+    accuracies = [h["valid_accuracy"] for h in result.history]
+    assert result.best["valid_accuracy"] == max(accuracies) >= 0.9
+    assert result.history[0]["train_loss"] > result.history[result.best_epoch - 1]["train_loss"]
+    assert result.stopped_early and len(result.history) < 30
+    # the model left behind is the best epoch's, not the last one's
+    probs = predict_proba(model, valid, 32, 20, runtime.device)
+    assert float((probs.argmax(1) == valid.labels).mean()) == result.best["valid_accuracy"]
+
+
+def test_training_is_reproducible() -> None:
+    def once() -> dict:
+        runtime = setup(RuntimeParams(threads=1, precision="fp32", seed=3))
+        model = BagOfEmbeddings(40, 8, 2)
+        task = ClassifierTask(keyword_corpus(64, 0), keyword_corpus(32, 1), 8, 20, 0,
+                              runtime.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+        fit(model, task, optimizer, None, runtime, epochs=2, clip=1.0,
+            monitor="valid_accuracy", higher_is_better=True)
+        return model.state_dict()
+
+    first, second = once(), once()
+    assert all(torch.equal(first[k], second[k]) for k in first)
