@@ -118,6 +118,22 @@ class EvaluateParams(Section):
     seed: int = 7
 
 
+class RegistryParams(Section):
+    """MLflow model registry: where the best classifier of a run is registered."""
+
+    enabled: bool = True
+    model_name: str | None = None  # null = "<experiment name>-classifier"
+    alias: str = "champion"  # moves only when a new model beats the current one on test
+
+
+class GateParams(Section):
+    """Regression gates checked by ``python -m pipeline.gate`` (scheduled CI)."""
+
+    min_test_accuracy: dict[str, float] = {}  # variant -> minimum test accuracy (0..1)
+    max_drop_vs_accepted: float = Field(0.01, ge=0.0, le=1.0)  # accuracy, vs accepted results
+    min_pretrained_gain: float | None = None  # rnn_pretrained - bag_of_embeddings accuracy
+
+
 class RuntimeParams(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, le=256)
@@ -135,6 +151,8 @@ class Params(Section):
     pretrain: PretrainParams
     classifier: ClassifierParams
     evaluate: EvaluateParams
+    registry: RegistryParams
+    gate: GateParams
     runtime: RuntimeParams
 
     @property
