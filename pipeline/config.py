@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import PipelineError
 
@@ -21,9 +28,52 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+TABLE_SUFFIXES = (".csv", ".parquet")  # labeled files of data.dataset "files"
+TEXT_SUFFIXES = (".txt",)  # unlabeled files may also be plain text, one document per line
+
+
+def _check_suffix(path: str | None, allowed: tuple[str, ...]) -> str | None:
+    """Refuse unsupported formats when params are loaded, not halfway through fetch."""
+    if path is not None and not path.lower().endswith(allowed):
+        raise ValueError(f"{path!r}: supported formats are {', '.join(allowed)}")
+    return path
+
+
+class FilesParams(Section):
+    """Your own data (data.dataset: files); paths are relative to the repository root."""
+
+    train: str | None = None  # CSV or Parquet with text_column and label_column
+    test: str | None = None
+    valid: str | None = None  # None: stratified hold-out from train (prepare.valid_fraction)
+    unlabeled: list[str] = []  # extra pretraining text: .txt (a document per line), CSV, Parquet
+    text_column: str = Field("text", min_length=1)
+    label_column: str = Field("label", min_length=1)
+
+    @field_validator("train", "test", "valid")
+    @classmethod
+    def _table_format(cls, path: str | None) -> str | None:
+        return _check_suffix(path, TABLE_SUFFIXES)
+
+    @field_validator("unlabeled")
+    @classmethod
+    def _text_format(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            _check_suffix(path, TABLE_SUFFIXES + TEXT_SUFFIXES)
+        return paths
+
+
 class DataParams(Section):
     dataset: str = "imdb"
     experiment: str | None = None
+    files: FilesParams = FilesParams()
+
+    @model_validator(mode="after")
+    def _files_are_given(self) -> DataParams:
+        missing = [key for key in ("train", "test") if getattr(self.files, key) is None]
+        if self.dataset == "files" and missing:
+            raise ValueError("data.dataset is 'files': set "
+                             + " and ".join(f"data.files.{key}" for key in missing))
+        return self
 
 
 class MirrorFile(Section):
@@ -139,6 +189,8 @@ class RuntimeParams(Section):
     threads: int = Field(0, ge=0, le=256)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     seed: int = 42
+    checkpoint_every: int = Field(200, ge=0)  # optimizer steps; 0 = at epoch ends only
+    checkpoint_dir: str = ".checkpoints"
 
 
 class Params(Section):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.batching import BPTTBatches, Corpus, classifier_batches
+from pipeline.batching import BPTTBatches, Corpus, bucket_batches, classifier_batches, collate
 from pipeline.models import Hidden, LanguageModel, detach
 from pipeline.runtime import Runtime
 
@@ -32,9 +32,20 @@ class LanguageModelTask:
         self.hidden: Hidden | None = None
         self.tokens_seen = 0
 
-    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
-        for _ in range(self.steps_per_epoch):
+    def batches(self, epoch: int, start: int = 0
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
+        # the stream position is part of the task state, so resuming needs no skipping
+        for _ in range(self.steps_per_epoch - start):
             yield next(self.train)
+
+    def state_dict(self) -> dict:
+        hidden = None if self.hidden is None else detach(self.hidden)
+        return {"position": self.train.position, "hidden": hidden,
+                "tokens_seen": self.tokens_seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.train.position = state["position"]
+        self.hidden, self.tokens_seen = state["hidden"], state["tokens_seen"]
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, bool]
              ) -> torch.Tensor:
@@ -74,10 +85,17 @@ class ClassifierTask:
         self.batch_size, self.max_len, self.seed, self.device = batch_size, max_len, seed, device
         self.steps_per_epoch = math.ceil(len(train) / batch_size)
 
-    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        rng = np.random.default_rng([self.seed, epoch])  # same order on every rerun
-        for _, batch in classifier_batches(self.train, self.batch_size, self.max_len, rng):
-            yield batch
+    def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
+        rng = np.random.default_rng([self.seed, epoch])  # the same order on every rerun
+        lengths = np.minimum(self.train.lengths, self.max_len)
+        for indices in bucket_batches(lengths, self.batch_size, rng)[start:]:
+            yield collate(self.train, indices, self.max_len)
+
+    def state_dict(self) -> dict:
+        return {}  # batches depend only on (seed, epoch)
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         tokens, lengths, labels = batch

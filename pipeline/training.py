@@ -2,17 +2,21 @@
 
 A *task* says what an epoch's batches are, how a batch turns into a loss, and how
 to score the model on held-out data; :func:`fit` does the rest: mixed precision,
-gradient clipping, the LR schedule, per-epoch evaluation, keeping the best weights
-and early stopping.
+gradient clipping, the LR schedule, per-epoch evaluation, keeping the best weights,
+early stopping, and checkpoints that let a killed run resume where it stopped.
 """
 
 from __future__ import annotations
 
 import copy
-import math
+import hashlib
+import json
+import os
+import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -21,15 +25,23 @@ from tqdm import tqdm
 
 from pipeline.runtime import Runtime
 
+# Test hook: SIGKILL this process after N optimizer steps, to prove resumption works.
+KILL_AFTER_STEPS = "PIPELINE_KILL_AFTER_STEPS"
+
 
 class Task(Protocol):
     steps_per_epoch: int
 
-    def batches(self, epoch: int) -> Iterable[Any]: ...
+    def batches(self, epoch: int, start: int) -> Iterable[Any]:
+        """The batches of ``epoch``, from step ``start`` on (non-zero when resuming)."""
 
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
 
     def evaluate(self, model: nn.Module) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -39,63 +51,180 @@ class FitResult:
     best: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     stopped_early: bool = False
+    resumed_from_step: int = 0
+
+
+@dataclass
+class Progress:
+    """Everything besides model/optimizer/scheduler needed to continue a run exactly."""
+
+    epoch: int = 1  # the epoch in progress
+    step: int = 0  # steps done in that epoch
+    global_step: int = 0
+    loss_total: float = 0.0  # running training loss of the epoch in progress
+    bad_epochs: int = 0
+    best_value: float | None = None
+    elapsed: float = 0.0  # training seconds spent by earlier (killed) processes
+    finished: bool = False
+    result: FitResult = field(default_factory=FitResult)
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often :func:`fit` saves its state; ``fingerprint`` guards resumption."""
+
+    path: Path
+    every: int  # optimizer steps between checkpoints; 0 = only at the end of each epoch
+    fingerprint: str
+
+    @staticmethod
+    def fingerprint_of(*parts: object) -> str:
+        blob = json.dumps(parts, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _save(checkpoint: Checkpointing, model: nn.Module, optimizer: torch.optim.Optimizer,
+          scheduler: Any, scaler: torch.amp.GradScaler, task: Task, progress: Progress,
+          best_state: dict | None, elapsed: float) -> None:
+    state = {
+        "fingerprint": checkpoint.fingerprint,
+        "model": model.state_dict(),
+        "best_model": best_state,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict(),
+        "task": task.state_dict(),
+        "progress": {**asdict(progress), "elapsed": elapsed},
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    checkpoint.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = checkpoint.path.with_name(checkpoint.path.name + f".{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, checkpoint.path)  # atomic: a kill mid-save keeps the previous checkpoint
+
+
+def _load(checkpoint: Checkpointing, model: nn.Module, optimizer: torch.optim.Optimizer,
+          scheduler: Any, scaler: torch.amp.GradScaler, task: Task
+          ) -> tuple[Progress, dict | None] | None:
+    if not checkpoint.path.exists():
+        return None
+    try:
+        state = torch.load(checkpoint.path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged checkpoint is not worth failing the run for
+        print(f"[checkpoint] ignoring unreadable {checkpoint.path}: {exc}")
+        return None
+    if state.get("fingerprint") != checkpoint.fingerprint:
+        print(f"[checkpoint] {checkpoint.path} is from other settings or data; starting over")
+        return None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    task.load_state_dict(state["task"])
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    raw = dict(state["progress"])
+    raw["result"] = FitResult(**raw["result"])
+    return Progress(**raw), state["best_model"]
 
 
 def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None, runtime: Runtime, *,
         epochs: int, clip: float, monitor: str, higher_is_better: bool,
         patience: int | None = None, desc: str = "train",
-        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        checkpoint: Checkpointing | None = None) -> FitResult:
     """Train for ``epochs``; leave the model holding the weights of its best epoch."""
     scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16)
-    result = FitResult()
-    best_state: dict[str, torch.Tensor] | None = None
-    best_value = -math.inf if higher_is_better else math.inf
-    bad_epochs = 0
-    started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        total, steps = 0.0, 0
-        bar = tqdm(task.batches(epoch), total=task.steps_per_epoch, desc=f"{desc} {epoch}/{epochs}",
-                   unit="step", mininterval=2.0)
-        for batch in bar:
-            with runtime.autocast():
-                loss = task.loss(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None:
-                scheduler.step()
-            total += loss.item()
-            steps += 1
-            if steps % 20 == 0:
-                bar.set_postfix(loss=f"{total / steps:.3f}")
-        bar.close()
-        model.eval()
-        with torch.no_grad(), runtime.autocast():
-            metrics = task.evaluate(model)
-        metrics = {"epoch": epoch, "train_loss": total / max(steps, 1), **metrics,
-                   "elapsed_seconds": time.perf_counter() - started}
-        result.history.append(metrics)
-        print(f"[{desc}] epoch {epoch}: " + ", ".join(
-            f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch"))
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
-        value = metrics[monitor]
-        improved = value > best_value if higher_is_better else value < best_value
-        if improved:
-            best_value, bad_epochs = value, 0
-            best_state = copy.deepcopy(model.state_dict())
-            result.best_epoch, result.best = epoch, metrics
-        else:
-            bad_epochs += 1
-            if patience is not None and bad_epochs >= patience and epoch < epochs:
-                print(f"[{desc}] early stop: {monitor} has not improved for {patience} epochs")
-                result.stopped_early = True
-                break
+    progress, best_state = Progress(), None
+    if checkpoint is not None:
+        loaded = _load(checkpoint, model, optimizer, scheduler, scaler, task)
+        if loaded is not None:
+            progress, best_state = loaded
+            progress.result.resumed_from_step = progress.global_step
+            print(f"[{desc}] resuming from {checkpoint.path}: epoch {progress.epoch}, "
+                  f"step {progress.step}")
+            for entry in progress.result.history:  # replay the curve into the new run
+                if on_epoch is not None:
+                    on_epoch(int(entry["epoch"]), entry)
+    result = progress.result
+    kill_after = int(os.environ.get(KILL_AFTER_STEPS, "0"))
+    steps_here = 0
+    started = time.perf_counter() - progress.elapsed
+
+    def save() -> None:
+        if checkpoint is not None:
+            _save(checkpoint, model, optimizer, scheduler, scaler, task, progress, best_state,
+                  time.perf_counter() - started)
+
+    try:
+        while not progress.finished and progress.epoch <= epochs:
+            epoch = progress.epoch
+            model.train()
+            bar = tqdm(task.batches(epoch, progress.step), total=task.steps_per_epoch,
+                       initial=progress.step, desc=f"{desc} {epoch}/{epochs}", unit="step",
+                       mininterval=2.0)
+            for batch in bar:
+                with runtime.autocast():
+                    loss = task.loss(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+                scaler.step(optimizer)
+                scaler.update()
+                if scheduler is not None:
+                    scheduler.step()
+                progress.loss_total += loss.item()
+                progress.step += 1
+                progress.global_step += 1
+                steps_here += 1
+                if progress.step % 20 == 0:
+                    bar.set_postfix(loss=f"{progress.loss_total / progress.step:.3f}")
+                if checkpoint is not None and checkpoint.every and \
+                        progress.global_step % checkpoint.every == 0:
+                    save()
+                if kill_after and steps_here >= kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            bar.close()
+            model.eval()
+            with torch.no_grad(), runtime.autocast():
+                metrics = task.evaluate(model)
+            metrics = {"epoch": epoch,
+                       "train_loss": progress.loss_total / max(progress.step, 1), **metrics,
+                       "elapsed_seconds": time.perf_counter() - started}
+            result.history.append(metrics)
+            print(f"[{desc}] epoch {epoch}: " + ", ".join(
+                f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch"))
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+            value = metrics[monitor]
+            best = progress.best_value
+            if best is None or (value > best if higher_is_better else value < best):
+                progress.best_value, progress.bad_epochs = value, 0
+                best_state = copy.deepcopy(model.state_dict())
+                result.best_epoch, result.best = epoch, metrics
+            else:
+                progress.bad_epochs += 1
+                if patience is not None and progress.bad_epochs >= patience and epoch < epochs:
+                    print(f"[{desc}] early stop: {monitor} has not improved for "
+                          f"{patience} epochs")
+                    result.stopped_early = True
+                    progress.finished = True
+            progress.epoch, progress.step, progress.loss_total = epoch + 1, 0, 0.0
+            save()
+    except KeyboardInterrupt:
+        save()
+        if checkpoint is not None:
+            print(f"\n[{desc}] interrupted: checkpoint saved to {checkpoint.path}; "
+                  "run the stage again (dvc repro) to resume")
+        raise
     if best_state is not None:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started

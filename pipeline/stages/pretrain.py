@@ -10,19 +10,29 @@ import torch
 
 from pipeline import tracking
 from pipeline.batching import BPTTBatches, Corpus, lm_stream
-from pipeline.config import Params, load_params
+from pipeline.config import Params, flatten, load_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path, read_json, require, write_json
 from pipeline.models import EncoderConfig, LanguageModel, encoder_dict, save_checkpoint
 from pipeline.runtime import setup
 from pipeline.tasks import LanguageModelTask
-from pipeline.training import fit, one_cycle
+from pipeline.training import Checkpointing, fit, one_cycle
 
 SECTIONS = ("data", "vocab", "model", "pretrain", "runtime")
 
 
 def encoder_config(params: Params, vocab_size: int) -> EncoderConfig:
     return EncoderConfig(vocab_size=vocab_size, **params.model.model_dump())
+
+
+def checkpointing(params: Params, name: str, sections: tuple[str, ...], data_info: dict
+                  ) -> Checkpointing:
+    """Resumable state for a training stage, valid only for the same settings and data."""
+    runtime = params.runtime
+    fingerprint = Checkpointing.fingerprint_of(
+        name, flatten(params, sections), runtime.seed, runtime.precision, data_info)
+    return Checkpointing(Path(runtime.checkpoint_dir) / f"{name}.pt", runtime.checkpoint_every,
+                         fingerprint)
 
 
 def training_corpora(data_dir: Path, max_documents: int | None) -> list[Corpus]:
@@ -70,9 +80,12 @@ def main() -> None:
         import mlflow
 
         mlflow.log_params({f"runtime.{k}_used": v for k, v in runtime.describe().items()})
+        checkpoint = checkpointing(params, "pretrain", ("data", "vocab", "model", "pretrain"),
+                                   info)
         result = fit(model, task, optimizer, scheduler, runtime, epochs=config.epochs,
                      clip=config.clip, monitor="valid_loss", higher_is_better=False,
-                     desc="pretrain", on_epoch=lambda e, m: tracking.log_epoch(m, e))
+                     desc="pretrain", on_epoch=lambda e, m: tracking.log_epoch(m, e),
+                     checkpoint=checkpoint)
         metrics = {
             "valid_perplexity": result.best["valid_perplexity"],
             "valid_loss": result.best["valid_loss"],
@@ -93,6 +106,7 @@ def main() -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         mlflow.log_artifact(args.out, artifact_path="model")
         mlflow.log_artifact(args.curve, artifact_path="curves")
+    checkpoint.discard()  # outputs are safely written: nothing left to resume
     print(f"[pretrain] best valid perplexity {metrics['valid_perplexity']:.1f} "
           f"({metrics['tokens_per_second']:.0f} tokens/s)")
 

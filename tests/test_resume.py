@@ -1,0 +1,93 @@
+"""A training stage killed with SIGKILL resumes from its checkpoint and ends exactly
+where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pipeline.training import KILL_AFTER_STEPS
+from tests.conftest import make_project, run, stage, tiny_params
+
+
+def prepare_inputs(root: Path, params: dict, env: dict) -> None:
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for module in ("fetch", "prepare", "tokenize", "vocab"):
+        stage(module, "--params", "params.yaml", cwd=root, env=env)
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    sa = torch.load(a, weights_only=True)["state_dict"]
+    sb = torch.load(b, weights_only=True)["state_dict"]
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> Path:
+    root = tmp_path_factory.mktemp("resume")
+    params = tiny_params(tiny_archive, runtime={"checkpoint_every": 2},
+                         pretrain={"epochs": 2, "steps_per_epoch": 5})
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
+    prepare_inputs(root, params, env)
+    return root
+
+
+@pytest.mark.parametrize(("module", "args", "output", "metrics"), [
+    ("pretrain", [], "models/lm.pt", "reports/pretrain.json"),
+    ("train", ["rnn_scratch"], "models/rnn_scratch.pt", "reports/train/rnn_scratch.json"),
+])
+def test_killed_stage_resumes_to_the_same_result(workdir: Path, module: str, args: list[str],
+                                                 output: str, metrics: str) -> None:
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db"}
+    stage(module, *args, "--params", "params.yaml", cwd=workdir, env=env)
+    reference = workdir / "reference.pt"
+    shutil.copy(workdir / output, reference)
+    expected = json.loads((workdir / metrics).read_text())
+    assert not any((workdir / ".checkpoints").iterdir())  # removed after success
+
+    (workdir / output).unlink()
+    killed = stage(module, *args, "--params", "params.yaml", cwd=workdir, check=False,
+                   env={**env, KILL_AFTER_STEPS: "3"})
+    assert killed.returncode == -9
+    assert not (workdir / output).exists()  # no half-written output
+    assert len(list((workdir / ".checkpoints").iterdir())) == 1
+
+    resumed = stage(module, *args, "--params", "params.yaml", cwd=workdir, env=env)
+    assert "resuming from" in resumed.stdout
+    assert same_weights(workdir / output, reference)
+    got = json.loads((workdir / metrics).read_text())
+    key = "valid_perplexity" if module == "pretrain" else "valid_accuracy"
+    assert got[key] == expected[key]
+    assert got["epochs"] == expected["epochs"]
+
+
+def test_checkpoint_from_other_settings_is_ignored(workdir: Path) -> None:
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db"}
+    killed = stage("pretrain", "--params", "params.yaml", cwd=workdir, check=False,
+                   env={**env, KILL_AFTER_STEPS: "3"})
+    assert killed.returncode == -9
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["pretrain"]["lr"] = 0.001
+    (workdir / "other.yaml").write_text(yaml.safe_dump(params))
+    fresh = stage("pretrain", "--params", "other.yaml", cwd=workdir, env=env)
+    assert "from other settings or data; starting over" in fresh.stdout
+    assert "resuming from" not in fresh.stdout
+
+
+@pytest.mark.slow
+def test_dvc_repro_resumes_after_sigkill(tmp_path: Path, tiny_archive: Path) -> None:
+    params = tiny_params(tiny_archive, runtime={"checkpoint_every": 2})
+    root = make_project(tmp_path / "repo", params)
+    run(["dvc", "repro", "vocab"], cwd=root)
+    first = run(["dvc", "repro", "pretrain"], cwd=root, check=False,
+                env={KILL_AFTER_STEPS: "3"})
+    assert first.returncode != 0
+    second = run(["dvc", "repro", "pretrain"], cwd=root)
+    assert "resuming from .checkpoints/pretrain.pt" in second.stdout
+    assert (root / "models/lm.pt").exists()
+    assert run(["dvc", "status", "pretrain"], cwd=root).stdout.strip().endswith("up to date.")
