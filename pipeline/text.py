@@ -16,13 +16,13 @@ PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 SPECIALS = (PAD, UNK, EOS)
 PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
 
-_BREAK = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
+_TAG = re.compile(r"</?[a-zA-Z][^<>]{0,200}>")  # <br />, <i>, </b>, <a href=...>
 _SPACES = re.compile(r"\s+")
 
 
 def clean_text(text: str) -> str:
-    """Strip the ``<br />`` markup of IMDB reviews, unescape entities, normalise spaces."""
-    text = _BREAK.sub(" ", text)
+    """Strip HTML tags (IMDB reviews carry ``<br />``), unescape entities, normalise spaces."""
+    text = _TAG.sub(" ", text)
     text = html.unescape(text)
     text = unicodedata.normalize("NFC", text)
     return _SPACES.sub(" ", text).strip()

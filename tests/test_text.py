@@ -9,6 +9,8 @@ def test_clean_text_strips_markup_and_spaces() -> None:
     raw = "Great film!<br /><br />Really.<BR>Truly &amp; honestly<br/>  end "
     assert clean_text(raw) == "Great film! Really. Truly & honestly end"
     assert clean_text("   <br />  ") == ""
+    assert clean_text('<a href="x">Link</a> &lt;3 <i>it</i>') == "Link <3 it"
+    assert clean_text("2 < 3 and 5 > 4") == "2 < 3 and 5 > 4"
 
 
 def test_tokenize_uses_spacy_rules_and_lowercases() -> None:
