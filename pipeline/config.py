@@ -182,6 +182,18 @@ class GateParams(Section):
     min_test_accuracy: dict[str, float] = {}  # variant -> minimum test accuracy (0..1)
     max_drop_vs_accepted: float = Field(0.01, ge=0.0, le=1.0)  # accuracy, vs accepted results
     min_pretrained_gain: float | None = None  # rnn_pretrained - bag_of_embeddings accuracy
+    # floors for capped (quick) runs, i.e. any prepare.max_* set: fewer examples, lower accuracy
+    quick_min_test_accuracy: dict[str, float] = {}
+    # test metrics held to max_drop_vs_accepted
+    drop_metrics: list[Literal["accuracy", "macro_f1", "roc_auc"]] = ["accuracy"]
+
+    @model_validator(mode="after")
+    def _floors_are_fractions(self) -> GateParams:
+        for name in ("min_test_accuracy", "quick_min_test_accuracy"):
+            for variant, floor in getattr(self, name).items():
+                if not 0.0 <= floor <= 1.0:
+                    raise ValueError(f"{name}.{variant} must be between 0 and 1, got {floor}")
+        return self
 
 
 class RuntimeParams(Section):
