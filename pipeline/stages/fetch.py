@@ -3,6 +3,9 @@
 A local mirror listed in params (fetch.mirrors) is used when it exists; otherwise
 the public source is downloaded with pooch (retries, progress bar, download cache
 under $PIPELINE_CACHE_DIR or the OS cache dir) and checked against its published hash.
+
+For ``data.dataset: files`` the files named in params (data.files) are copied instead,
+so data/raw — a DVC output — holds exactly what the later stages read.
 """
 
 from __future__ import annotations
@@ -14,8 +17,15 @@ from pathlib import Path
 
 import pooch
 
-from pipeline.config import load_params
-from pipeline.datasets import Dataset, SourceFile, get_dataset
+from pipeline.config import FilesParams, load_params
+from pipeline.datasets import (
+    OWN_FILES,
+    OWN_FILES_MANIFEST,
+    Dataset,
+    SourceFile,
+    get_dataset,
+    own_files_layout,
+)
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path, write_json
 
@@ -60,24 +70,59 @@ def download(source: SourceFile, retries: int, dest: Path) -> str:
     return source.known_hash
 
 
+def fetch_sources(dataset: Dataset, mirrors: dict, retries: int, staging: Path) -> dict:
+    provenance = {}
+    for source in dataset.files:
+        mirror = mirrors.get(source.name)
+        target = staging / source.name
+        if mirror is not None and Path(mirror.path).exists():
+            print(f"[fetch] using local copy {mirror.path}")
+            checksum = from_mirror(source, Path(mirror.path), mirror.sha256, target)
+            origin = mirror.path  # as given: the same on every clone
+        else:
+            if mirror is not None:
+                print(f"[fetch] local copy {mirror.path} not found; downloading")
+            checksum = download(source, retries, target)
+            origin = source.url
+        provenance[source.name] = {"origin": origin, "checksum": checksum}
+    return provenance
+
+
+def copy_own_files(settings: FilesParams, staging: Path) -> dict:
+    """Copy the files named in data.files next to a manifest; record each one's sha256.
+
+    The copies make data/raw change whenever a file's content changes, and
+    prepare reads only data/raw, never the originals.
+    """
+    layout = own_files_layout(settings)
+    entries = [(key, layout[key]) for key in ("train", "valid", "test") if layout[key]]
+    entries += [(f"unlabeled[{i}]", e) for i, e in enumerate(layout["unlabeled"])]
+    provenance = {}
+    for key, entry in entries:
+        source = Path(entry["origin"])
+        if not source.is_file():
+            raise PipelineError(f"data.files.{key}: file not found: {entry['origin']} "
+                                f"(paths are relative to {Path.cwd()})")
+        try:
+            shutil.copyfile(source, staging / entry["name"])
+        except OSError as exc:
+            raise PipelineError(f"data.files.{key}: cannot read {entry['origin']}: "
+                                f"{exc.strerror or exc}") from None
+        provenance[entry["name"]] = {"origin": entry["origin"],
+                                     "checksum": f"sha256:{sha256_of(staging / entry['name'])}"}
+    write_json(staging / OWN_FILES_MANIFEST, layout)
+    return provenance
+
+
 def fetch(dataset: Dataset, mirrors: dict, retries: int, expect_full_size: bool,
-          out_dir: Path) -> None:
+          out_dir: Path, own_files: FilesParams | None = None) -> None:
     with atomic_path(out_dir) as staging:
         staging.mkdir()
-        provenance = {}
-        for source in dataset.files:
-            mirror = mirrors.get(source.name)
-            target = staging / source.name
-            if mirror is not None and Path(mirror.path).exists():
-                print(f"[fetch] using local copy {mirror.path}")
-                checksum = from_mirror(source, Path(mirror.path), mirror.sha256, target)
-                origin = mirror.path  # as given: the same on every clone
-            else:
-                if mirror is not None:
-                    print(f"[fetch] local copy {mirror.path} not found; downloading")
-                checksum = download(source, retries, target)
-                origin = source.url
-            provenance[source.name] = {"origin": origin, "checksum": checksum}
+        if dataset.name == OWN_FILES:
+            assert own_files is not None
+            provenance = copy_own_files(own_files, staging)
+        else:
+            provenance = fetch_sources(dataset, mirrors, retries, staging)
         counts = dataset.verify(staging, expect_full_size)
         write_json(staging / "source.json",
                    {"dataset": dataset.name, "files": provenance, "counts": counts})
@@ -92,7 +137,7 @@ def main() -> None:
     params = load_params(args.params)
     dataset = get_dataset(params.data.dataset)
     fetch(dataset, params.fetch.mirrors.get(dataset.name, {}), params.fetch.retries,
-          params.fetch.expect_full_size, Path(args.out))
+          params.fetch.expect_full_size, Path(args.out), params.data.files)
 
 
 if __name__ == "__main__":

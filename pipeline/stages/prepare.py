@@ -78,7 +78,7 @@ def prepare(raw_dir: Path, dataset_name: str, params: PrepareParams, out_dir: Pa
 
     info = {
         "dataset": dataset.name,
-        "label_names": list(dataset.label_names),
+        "label_names": list(raw.label_names or dataset.label_names),
         "counts": {split: len(frame) for split, frame in tables.items()},
         "capped": {"max_train": params.max_train, "max_unlabeled": params.max_unlabeled,
                    "max_test": params.max_test},
