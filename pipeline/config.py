@@ -139,7 +139,12 @@ class PretrainParams(Section):
 class RNNClassifierParams(Section):
     epochs: int = Field(3, ge=1)
     lr: float = Field(2e-3, gt=0.0)
-    encoder_lr_mult: float = Field(1.0, gt=0.0, le=1.0)
+    # ULMFiT's discriminative LRs: each layer group below the head learns this many times
+    # slower than the one above it (2.6 in the paper; 1.0 = one LR for the whole model)
+    layer_lr_decay: float = Field(1.0, ge=1.0, le=10.0)
+    # ULMFiT's gradual unfreezing: epoch 1 trains the head only, each later epoch unfreezes
+    # one more layer group from the top (RNN layers, then the embedding)
+    gradual_unfreezing: bool = False
     weight_decay: float = Field(0.01, ge=0.0)
     head_dropout: float = Field(0.3, ge=0.0, lt=1.0)
 

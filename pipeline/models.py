@@ -131,6 +131,12 @@ class RNNClassifier(nn.Module):
         self.head = nn.Sequential(nn.Dropout(head_dropout),
                                   nn.Linear(3 * encoder.hidden, n_classes))
 
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Parameters bottom-up: embedding, each RNN layer, head (ULMFiT's layer groups)."""
+        layers = [[p for name, p in self.encoder.rnn.named_parameters()
+                   if name.endswith(f"_l{k}")] for k in range(self.encoder.config.layers)]
+        return [list(self.encoder.embedding.parameters()), *layers, list(self.head.parameters())]
+
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         out, _ = self.encoder(tokens)
         steps = torch.arange(tokens.size(1), device=tokens.device)

@@ -139,6 +139,7 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
         epochs: int, clip: float, monitor: str, higher_is_better: bool,
         patience: int | None = None, desc: str = "train",
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        on_epoch_start: Callable[[int], None] | None = None,
         checkpoint: Checkpointing | None = None) -> FitResult:
     """Train for ``epochs``; leave the model holding the weights of its best epoch."""
     scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16)
@@ -166,6 +167,8 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
     try:
         while not progress.finished and progress.epoch <= epochs:
             epoch = progress.epoch
+            if on_epoch_start is not None:
+                on_epoch_start(epoch)  # e.g. unfreeze layers; also called when resuming
             model.train()
             bar = tqdm(task.batches(epoch, progress.step), total=task.steps_per_epoch,
                        initial=progress.step, desc=f"{desc} {epoch}/{epochs}", unit="step",

@@ -82,3 +82,25 @@ def test_checkpoint_round_trip_and_mismatches(tmp_path: Path) -> None:
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(PipelineError, match="not a checkpoint written by this pipeline"):
         load_checkpoint(path)
+
+
+def test_layer_groups_cover_every_parameter_once() -> None:
+    model = RNNClassifier(CONFIG, n_classes=2)
+    groups = model.layer_groups()
+    assert len(groups) == CONFIG.layers + 2  # embedding, each RNN layer, head
+    flat = [id(p) for group in groups for p in group]
+    assert sorted(flat) == sorted(id(p) for p in model.parameters())
+
+
+def test_gradual_unfreezing_goes_top_down() -> None:
+    from pipeline.stages.train import gradual_unfreezing
+
+    model = RNNClassifier(CONFIG, n_classes=2)
+    unfreeze = gradual_unfreezing(model)
+    groups = model.layer_groups()
+    unfreeze(1)
+    assert [all(p.requires_grad for p in g) for g in groups] == [False, False, False, True]
+    unfreeze(2)
+    assert [all(p.requires_grad for p in g) for g in groups] == [False, False, True, True]
+    unfreeze(4)
+    assert all(p.requires_grad for p in model.parameters())
