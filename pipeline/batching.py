@@ -3,7 +3,7 @@
 * Language model: documents joined by ``<eos>`` into one stream, cut into ``batch``
   parallel rows, read ``bptt`` steps at a time (truncated BPTT).
 * Classifiers: reviews bucketed by length so a batch holds similar lengths (little
-  padding, and packed sequences skip what is left), truncated to ``max_len`` tokens.
+  padding to compute on; models mask what is left), truncated to ``max_len`` tokens.
 """
 
 from __future__ import annotations

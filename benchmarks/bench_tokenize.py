@@ -1,0 +1,147 @@
+"""Tokenize throughput: ``pipeline.text.tokenize`` with a process pool vs single-process spaCy.
+
+Project ("A"): ``pipeline.text.tokenize(texts, lowercase, workers=2, batch_size)``, the
+tokenize stage's way (a fork pool, one spaCy tokenizer per process, plain lists sent back).
+Reference ("B"): ``spacy.blank("en").tokenizer.pipe`` in the main process, with the same
+per-token rule (drop whitespace tokens, lowercase).
+
+Texts: the first ``--limit`` reviews (archive order) streamed out of the IMDB tar.gz, never
+extracted, cleaned with ``pipeline.text.clean_text``; reading is not timed. Each timed run
+starts from the texts and ends with every review's token list, setup included (the pool
+and its tokenizers for A, the blank pipeline for B); spaCy is imported once up front for
+both (the stage's workers import it once per split, ~1 s). Runs alternate A B A B ...;
+the figures are median tokens/s and the speed-up A / B (target >= 1.8 with 2 workers).
+The outputs of A and B are compared token for token: the script fails if they differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import spacy
+from common import REPO, emit, log, median, rounded, timed
+
+from pipeline.config import load_params
+from pipeline.datasets import IMDB_ARCHIVE, IMDB_MEMBER
+from pipeline.text import clean_text, tokenize
+
+TARGET_SPEEDUP = 1.8
+
+
+def default_archive() -> Path:
+    """The IMDB mirror named in params.yaml (resolved from the repo), else data/raw's copy."""
+    try:
+        mirror = load_params(REPO / "params.yaml").fetch.mirrors["imdb"][IMDB_ARCHIVE].path
+        path = (REPO / mirror).resolve()
+        if path.is_file():
+            return path
+    except Exception:  # any params problem: fall back to the fetched copy
+        pass
+    return REPO / "data" / "raw" / IMDB_ARCHIVE
+
+
+def read_reviews(archive: Path, limit: int) -> list[str]:
+    """The first ``limit`` reviews of the archive (streamed, stops early), cleaned."""
+    texts: list[str] = []
+    with tarfile.open(archive, mode="r|gz") as tar:
+        for member in tar:
+            if not (member.isfile() and IMDB_MEMBER.match(member.name)):
+                continue
+            handle = tar.extractfile(member)
+            assert handle is not None
+            texts.append(clean_text(handle.read().decode("utf-8")))
+            if len(texts) >= limit:
+                break
+    return texts
+
+
+def project_run(texts: list[str], workers: int, batch_size: int) -> list[list[str]]:
+    return [tokens for batch in tokenize(texts, True, workers, batch_size) for tokens in batch]
+
+
+def reference_run(texts: list[str]) -> list[list[str]]:
+    tokenizer = spacy.blank("en").tokenizer
+    return [[t.text.lower() for t in doc if not t.is_space]
+            for doc in tokenizer.pipe(texts, batch_size=256)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archive", type=Path, default=None,
+                        help="IMDB aclImdb_v1.tar.gz (default: params.yaml's mirror)")
+    parser.add_argument("--limit", type=int, default=20_000, help="reviews to tokenize")
+    parser.add_argument("--workers", type=int, default=2, help="project tokenizer processes")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="texts per pool task (default: params tokenize.batch_size)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved A/B repeats")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2,000 reviews, 2 repeats")
+    args = parser.parse_args()
+    if args.quick:
+        args.limit, args.repeats = min(args.limit, 2_000), 2
+    archive = args.archive or default_archive()
+    batch_size = args.batch_size or load_params(REPO / "params.yaml").tokenize.batch_size
+    if not archive.is_file():
+        sys.exit(f"IMDB archive not found: {archive} (pass --archive)")
+
+    log(f"reading {args.limit:,} reviews from {archive}")
+    read_seconds, texts = timed(lambda: read_reviews(archive, args.limit))
+    if len(texts) <= batch_size:
+        log(f"WARNING: {len(texts)} texts fit in one batch of {batch_size}: "
+            "tokenize() then runs in-process, not in a pool")
+    log(f"{len(texts):,} reviews read in {read_seconds:.1f} s; {args.repeats} repeats, "
+        f"workers={args.workers}, batch_size={batch_size}")
+
+    runs: dict[str, Callable[[], list[list[str]]]] = {
+        "project": lambda: project_run(texts, args.workers, batch_size),
+        "reference": lambda: reference_run(texts),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    first: dict[str, list[list[str]]] = {}
+    tokens = 0
+    for repeat in range(1, args.repeats + 1):
+        for name, run in runs.items():
+            elapsed, output = timed(run)
+            seconds[name].append(elapsed)
+            if name not in first:
+                first[name] = output
+            tokens = sum(len(doc) for doc in output)
+            del output
+        if repeat == 1:
+            identical = first["project"] == first["reference"]
+            first.clear()
+            if not identical:
+                sys.exit("FAILED: the project's tokens differ from single-process spaCy's")
+        log(f"repeat {repeat}/{args.repeats}: project {seconds['project'][-1]:.2f} s, "
+            f"reference {seconds['reference'][-1]:.2f} s")
+
+    def figures(name: str) -> dict:
+        secs = median(seconds[name])
+        return {"seconds": rounded(secs), "tokens_per_s": round(tokens / secs),
+                "docs_per_s": round(len(texts) / secs),
+                "samples_s": [rounded(s) for s in seconds[name]]}
+
+    speedup = median(seconds["reference"]) / median(seconds["project"])
+    emit("tokenize", {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "config": {"archive": str(archive), "reviews": len(texts), "tokens": tokens,
+                   "workers": args.workers, "batch_size": batch_size,
+                   "repeats": args.repeats, "quick": args.quick},
+        "outputs_identical": True,
+        "project": {**figures("project"),
+                    "what": f"pipeline.text.tokenize(workers={args.workers})"},
+        "reference": {**figures("reference"),
+                      "what": "spacy.blank('en').tokenizer.pipe in the main process"},
+        "speedup": rounded(speedup),
+        "speedup_is": "reference seconds / project seconds (medians)",
+        "target_speedup": TARGET_SPEEDUP,
+        "meets_target": bool(speedup >= TARGET_SPEEDUP),
+    })
+
+
+if __name__ == "__main__":
+    main()
