@@ -57,6 +57,17 @@ def comparison_table(results: dict, dataset: dict, lm: dict, capped: bool) -> st
         lines.append(
             f"| {name} | {fmt_pct(test['accuracy'])} [{fmt_pct(low)}, {fmt_pct(high)}] | "
             f"{fmt_pct(test['macro_f1'])} | {auc} | {diff_text} | {entry['train_seconds']:.0f} |")
+    # per class, by label name: where a multi-class model fails hides behind the averages
+    classes = list(next(iter(results.values()))["test"]["per_class"])
+    lines += ["", "Test precision / recall % per class:", "",
+              "| variant | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+    for name, entry in results.items():
+        per_class = entry["test"]["per_class"]
+        lines.append(f"| {name} | " + " | ".join(
+            f"{fmt_pct(per_class[c]['precision'])} / {fmt_pct(per_class[c]['recall'])}"
+            for c in classes) + " |")
+    if len(classes) > 2:
+        lines += ["", "ROC-AUC: macro average of the one-vs-rest AUCs."]
     lines += [
         "",
         f"Language model: valid perplexity {lm['valid_perplexity']:.1f} after "
@@ -183,6 +194,10 @@ def main() -> None:
         mlflow.log_artifact(str(reports / "comparison.md"))
         for png in sorted(plot_dir.glob("*.png")):
             mlflow.log_artifact(str(png), artifact_path="plots")
+        from pipeline.registry import register_best  # imports mlflow.pyfunc: only here
+
+        register_best(params, sources, {v: results[v]["test"]["accuracy"] for v in VARIANTS},
+                      test_set=f"{dataset['name']}:{dataset['test']}")
 
     timings = read_timings()
     if timings:

@@ -8,6 +8,7 @@ Variants: ``rnn_pretrained`` (encoder from the language model, fine-tuned),
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +28,7 @@ from pipeline.models import (
     save_checkpoint,
 )
 from pipeline.runtime import setup
-from pipeline.stages.pretrain import encoder_config
+from pipeline.stages.pretrain import checkpointing, encoder_config
 from pipeline.tasks import ClassifierTask
 from pipeline.training import fit, one_cycle
 
@@ -55,10 +56,24 @@ def build(variant: str, params: Params, vocab_size: int, n_classes: int, lm_path
         model.encoder.load_state_dict(lm.encoder.state_dict())
     config = {"encoder": encoder_dict(encoder), "n_classes": n_classes,
               "head_dropout": settings.head_dropout}
-    # discriminative learning rates: the (pretrained) encoder moves slower than the new head
-    groups = [{"params": model.encoder.parameters(), "lr": settings.lr * settings.encoder_lr_mult},
-              {"params": model.head.parameters(), "lr": settings.lr}]
+    # discriminative learning rates: lower layers (more general features) move slower
+    layer_groups = model.layer_groups()
+    top = len(layer_groups) - 1
+    groups = [{"params": params_, "lr": settings.lr / settings.layer_lr_decay ** (top - i)}
+              for i, params_ in enumerate(layer_groups)]
     return model, "rnn_classifier", config, groups
+
+
+def gradual_unfreezing(model: RNNClassifier) -> Callable[[int], None]:
+    """Epoch 1 trains the head only; each later epoch unfreezes the next group down."""
+    layer_groups = model.layer_groups()
+
+    def unfreeze(epoch: int) -> None:
+        for i, params_ in enumerate(layer_groups):
+            for param in params_:
+                param.requires_grad_(i >= len(layer_groups) - epoch)
+
+    return unfreeze
 
 
 def main() -> None:
@@ -100,13 +115,21 @@ def main() -> None:
         import mlflow
 
         mlflow.set_tag("variant", variant)
+        checkpoint = checkpointing(params, variant, sections[:-1], info)  # all but runtime
         result = fit(model, task, optimizer, scheduler, runtime, epochs=settings.epochs,
                      clip=common.clip, monitor="valid_accuracy", higher_is_better=True,
                      patience=common.patience, desc=variant,
-                     on_epoch=lambda e, m: tracking.log_epoch(m, e))
+                     on_epoch=lambda e, m: tracking.log_epoch(m, e),
+                     on_epoch_start=gradual_unfreezing(model)
+                     if getattr(settings, "gradual_unfreezing", False) else None,
+                     checkpoint=checkpoint)
         save_checkpoint(model_path, kind, config, model,
                         {"label_names": info["label_names"], "max_len": common.max_len,
                          "variant": variant})
+        from pipeline.serving import log_classifier_model  # imports mlflow.pyfunc: only here
+
+        log_classifier_model(variant, model_path, data_dir / "vocab.json",
+                             params.tokenize.lowercase)
         summary = {"variant": variant, "valid_accuracy": result.best["valid_accuracy"],
                    "best_epoch": result.best_epoch, "epochs": len(result.history),
                    "train_seconds": result.seconds, "mlflow_run_id": run.info.run_id,
@@ -118,6 +141,7 @@ def main() -> None:
                             "train_seconds": result.seconds, "best_epoch": result.best_epoch})
         mlflow.log_artifact(str(model_path), artifact_path="model")
         mlflow.log_artifact(str(curve_path), artifact_path="curves")
+    checkpoint.discard()  # outputs are safely written: nothing left to resume
     print(f"[{variant}] best valid accuracy {summary['valid_accuracy']:.4f} "
           f"(epoch {result.best_epoch}, {result.seconds:.0f} s)")
 
