@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     """Run a stage's main(); report user errors and Ctrl-C plainly, and record the wall time."""
     from pipeline.timing import record_stage_time
 
+    name = os.environ.get("DVC_STAGE") or name  # e.g. train_rnn_scratch, not just train
     started = time.perf_counter()
     try:
         main()
