@@ -25,8 +25,10 @@ from tqdm import tqdm
 
 from pipeline.runtime import Runtime
 
-# Test hook: SIGKILL this process after N optimizer steps, to prove resumption works.
+# Test hooks: send this process a signal (SIGKILL unless PIPELINE_KILL_SIGNAL=INT) after
+# N optimizer steps, to prove that resumption and Ctrl-C handling work.
 KILL_AFTER_STEPS = "PIPELINE_KILL_AFTER_STEPS"
+KILL_SIGNAL = "PIPELINE_KILL_SIGNAL"
 
 
 class Task(Protocol):
@@ -156,6 +158,7 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                     on_epoch(int(entry["epoch"]), entry)
     result = progress.result
     kill_after = int(os.environ.get(KILL_AFTER_STEPS, "0"))
+    kill_signal = signal.SIGINT if os.environ.get(KILL_SIGNAL) == "INT" else signal.SIGKILL
     steps_here = 0
     started = time.perf_counter() - progress.elapsed
 
@@ -193,8 +196,8 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                 if checkpoint is not None and checkpoint.every and \
                         progress.global_step % checkpoint.every == 0:
                     save()
-                if kill_after and steps_here >= kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
+                if kill_after and steps_here == kill_after:
+                    os.kill(os.getpid(), kill_signal)
             bar.close()
             model.eval()
             with torch.no_grad(), runtime.autocast():

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.training import KILL_AFTER_STEPS
+from pipeline.training import KILL_AFTER_STEPS, KILL_SIGNAL
 from tests.conftest import make_project, run, stage, tiny_params
 
 
@@ -77,6 +77,22 @@ def test_checkpoint_from_other_settings_is_ignored(workdir: Path) -> None:
     fresh = stage("pretrain", "--params", "other.yaml", cwd=workdir, env=env)
     assert "from other settings or data; starting over" in fresh.stdout
     assert "resuming from" not in fresh.stdout
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_so(workdir: Path) -> None:
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db"}
+    (workdir / "models" / "lm.pt").unlink(missing_ok=True)
+    for leftover in (workdir / ".checkpoints").glob("*"):
+        leftover.unlink()
+    interrupted = stage("pretrain", "--params", "params.yaml", cwd=workdir, check=False,
+                        env={**env, KILL_AFTER_STEPS: "3", KILL_SIGNAL: "INT"})
+    assert interrupted.returncode == 130
+    assert "interrupted: checkpoint saved to .checkpoints/pretrain.pt" in interrupted.stdout
+    assert "Traceback" not in interrupted.stderr
+    assert (workdir / ".checkpoints" / "pretrain.pt").exists()
+    assert not (workdir / "models" / "lm.pt").exists()
+    resumed = stage("pretrain", "--params", "params.yaml", cwd=workdir, env=env)
+    assert "resuming from .checkpoints/pretrain.pt: epoch 1, step 3" in resumed.stdout
 
 
 @pytest.mark.slow
