@@ -169,8 +169,32 @@ def stage_run(params: Params, stage: str, run_name: str,
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent,
                           tags=tags) as run:
         mlflow.log_params({k: str(v)[:6000] for k, v in flatten(params, sections).items()})
+        log_dataset_input(params, "evaluation" if stage == "evaluate" else "training")
         yield run
     mlflow.MlflowClient().set_terminated(parent)  # the parent's end time follows its last child
+
+
+RAW_SOURCE = Path("data/raw/source.json")  # written by the fetch stage: files and checksums
+
+
+def log_dataset_input(params: Params, context: str, source: Path = RAW_SOURCE) -> None:
+    """Log the dataset as the run's MLflow dataset input; its digest identifies the raw data
+    (the checksums fetch verified), so runs on different data are told apart in the UI."""
+    if not source.is_file():
+        return  # a stage run outside the pipeline's layout: nothing to identify the data by
+    import hashlib
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    with warnings.catch_warnings():  # a local path matches several source types
+        warnings.simplefilter("ignore")
+        origin = resolve_dataset_source(str(source.parent.resolve()))
+    mlflow.log_input(MetaDataset(origin, name=params.data.dataset, digest=digest),
+                     context=context)
 
 
 def log_epoch(metrics: dict[str, float], epoch: int, prefix: str = "") -> None:

@@ -107,3 +107,17 @@ def pipeline_env(tmp_path: Path) -> dict:
     """Environment for stage subprocesses: the project importable, MLflow in tmp_path."""
     return {"PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
             "PIPELINE_CACHE_DIR": str(tmp_path / "cache")}
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_tracking_uri():
+    """mlflow.set_tracking_uri() also sets $MLFLOW_TRACKING_URI for subprocesses: undo it
+    after each test, or a later test's `dvc repro` would log into an earlier test's store."""
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if os.environ.get("MLFLOW_TRACKING_URI") != saved:
+        import mlflow
+
+        mlflow.set_tracking_uri(saved)
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)

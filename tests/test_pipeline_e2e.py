@@ -85,6 +85,11 @@ def test_mlflow_runs_are_linked(project: Path) -> None:
                                             "valid_accuracy")
         assert len(history) >= 2  # one point per epoch, plus the final value
     assert by_name["pretrain"].data.params["pretrain.bptt"] == "8"
+    # the dataset, identified by the digest of the checksums fetch verified
+    digests = {name: [d.dataset.digest for d in by_name[name].inputs.dataset_inputs]
+               for name in ["pretrain", "evaluate", *[f"clf:{v}" for v in VARIANTS]]}
+    assert len({tuple(d) for d in digests.values()}) == 1
+    assert len(digests["pretrain"]) == 1 and len(digests["pretrain"][0]) == 16
     assert "valid_perplexity" in by_name["pretrain"].data.metrics
 
 
