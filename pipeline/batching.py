@@ -151,8 +151,9 @@ def collate(corpus: Corpus, indices: np.ndarray, max_len: int
 
 
 def classifier_batches(corpus: Corpus, batch_size: int, max_len: int,
-                       rng: np.random.Generator | None
+                       rng: np.random.Generator | None, start: int = 0
                        ) -> Iterator[tuple[np.ndarray, tuple[torch.Tensor, ...]]]:
+    """(indices, batch) pairs; ``start`` skips batches without collating them (resuming)."""
     lengths = np.minimum(corpus.lengths, max_len)
-    for indices in bucket_batches(lengths, batch_size, rng):
+    for indices in bucket_batches(lengths, batch_size, rng)[start:]:
         yield indices, collate(corpus, indices, max_len)

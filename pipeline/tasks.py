@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.batching import BPTTBatches, Corpus, bucket_batches, classifier_batches, collate
+from pipeline.batching import BPTTBatches, Corpus, classifier_batches
 from pipeline.models import Hidden, LanguageModel, detach
 from pipeline.runtime import Runtime
 
@@ -87,9 +88,9 @@ class ClassifierTask:
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         rng = np.random.default_rng([self.seed, epoch])  # the same order on every rerun
-        lengths = np.minimum(self.train.lengths, self.max_len)
-        for indices in bucket_batches(lengths, self.batch_size, rng)[start:]:
-            yield collate(self.train, indices, self.max_len)
+        for _, batch in classifier_batches(self.train, self.batch_size, self.max_len, rng,
+                                           start):
+            yield batch
 
     def state_dict(self) -> dict:
         return {}  # batches depend only on (seed, epoch)
@@ -118,10 +119,7 @@ def predict_proba(model: nn.Module, corpus: Corpus, batch_size: int, max_len: in
     model.eval()
     out: np.ndarray | None = None
     for indices, (tokens, lengths, _) in classifier_batches(corpus, batch_size, max_len, None):
-        if runtime is not None:
-            with runtime.autocast():
-                logits = model(tokens.to(device), lengths.to(device))
-        else:
+        with runtime.autocast() if runtime is not None else nullcontext():
             logits = model(tokens.to(device), lengths.to(device))
         probs = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         if out is None:
