@@ -52,6 +52,36 @@ class Corpus:
         labels = None if self.labels is None else self.labels[:count]
         return Corpus(self.ids[: offsets[-1]], offsets, labels)
 
+    def take(self, indices: np.ndarray) -> Corpus:
+        """Documents ``indices`` (in that order), copied out of the memory map."""
+        starts, ends = self.offsets[indices], self.offsets[np.asarray(indices) + 1]
+        ids = [np.asarray(self.ids[a:b]) for a, b in zip(starts, ends, strict=True)]
+        offsets = np.concatenate([[0], np.cumsum(ends - starts)]).astype(self.offsets.dtype)
+        labels = None if self.labels is None else self.labels[indices]
+        return Corpus(np.concatenate(ids) if ids else self.ids[:0], offsets, labels)
+
+    def labeled_sample(self, count: int | None, seed: int) -> Corpus:
+        """A stratified random sample of ``count`` labeled documents (all when None).
+
+        Every class keeps at least one example, so tiny samples can still train.
+        """
+        if count is None or count >= len(self):
+            return self
+        if self.labels is None:
+            raise PipelineError("labeled_sample needs a labeled split")
+        from sklearn.model_selection import train_test_split
+
+        classes = np.unique(self.labels)
+        if count < len(classes):
+            raise PipelineError(f"classifier.train_examples={count} is smaller than the "
+                                f"number of classes ({len(classes)})")
+        try:
+            chosen, _ = train_test_split(np.arange(len(self)), train_size=count,
+                                         random_state=seed, stratify=self.labels)
+        except ValueError:  # a class too rare to stratify: plain random sample
+            chosen = np.random.default_rng(seed).choice(len(self), count, replace=False)
+        return self.take(np.sort(chosen))
+
 
 # ---------------------------------------------------------------- language model
 

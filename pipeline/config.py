@@ -114,6 +114,7 @@ class ModelParams(Section):
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
     embedding_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     input_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    weight_dropout: float = Field(0.0, ge=0.0, lt=1.0)  # DropConnect on hidden-to-hidden
 
 
 class PretrainParams(Section):
@@ -147,6 +148,10 @@ class RNNClassifierParams(Section):
     gradual_unfreezing: bool = False
     weight_decay: float = Field(0.01, ge=0.0)
     head_dropout: float = Field(0.3, ge=0.0, lt=1.0)
+    # DropConnect on the encoder's hidden-to-hidden matrices while fine-tuning (null = as
+    # model.weight_dropout, the language model's): fights overfitting on labeled data
+    weight_dropout: float | None = Field(None, ge=0.0, lt=1.0)
+    pooling: Literal["concat", "last"] = "concat"  # concat: [last, max, mean] (ULMFiT)
 
 
 class BagOfEmbeddingsParams(Section):
@@ -158,14 +163,28 @@ class BagOfEmbeddingsParams(Section):
     batch_size: int = Field(64, gt=0)
 
 
+class BagOfEmbeddingsLMParams(Section):
+    """Bag of embeddings whose embeddings start from the language model's (model.embedding_dim)."""
+
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    batch_size: int = Field(64, gt=0)
+
+
 class ClassifierParams(Section):
     max_len: int = Field(400, ge=4)
+    # labeled training examples the classifiers see (a stratified sample of the train split;
+    # null = all): few-label studies and learning curves. Pretraining still reads all text.
+    train_examples: int | None = Field(None, ge=2)
     batch_size: int = Field(64, gt=0)
     patience: int = Field(2, ge=1)
     clip: float = Field(1.0, gt=0.0)
     rnn_pretrained: RNNClassifierParams = RNNClassifierParams()
     rnn_scratch: RNNClassifierParams = RNNClassifierParams()
     bag_of_embeddings: BagOfEmbeddingsParams = BagOfEmbeddingsParams()
+    bag_of_embeddings_lm: BagOfEmbeddingsLMParams = BagOfEmbeddingsLMParams()
 
 
 class EvaluateParams(Section):
@@ -201,6 +220,20 @@ class GateParams(Section):
         return self
 
 
+class StudyPoint(Section):
+    """One experiment of a study: params.yaml overrides (``dvc exp run -S key=value``)."""
+
+    set: dict[str, int | float | bool | str | None] = {}
+    description: str = ""
+
+
+class StudiesParams(Section):
+    """Experiment sweeps run by ``python -m pipeline.studies`` (not by ``dvc repro``)."""
+
+    learning_curve: dict[str, StudyPoint] = {}  # point name -> overrides
+    ablation: dict[str, StudyPoint] = {}  # the first entry is the base the others change
+
+
 class RuntimeParams(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, le=256)
@@ -223,13 +256,15 @@ class Params(Section):
     registry: RegistryParams
     gate: GateParams
     runtime: RuntimeParams
+    studies: StudiesParams = StudiesParams()
 
     @property
     def experiment_name(self) -> str:
         return self.data.experiment or f"rnn-pretrain-{self.data.dataset}"
 
 
-VARIANTS = ("rnn_pretrained", "rnn_scratch", "bag_of_embeddings")
+VARIANTS = ("rnn_pretrained", "rnn_scratch", "bag_of_embeddings", "bag_of_embeddings_lm")
+NEEDS_LM = ("rnn_pretrained", "bag_of_embeddings_lm")  # variants initialized from the LM
 
 
 def _describe(error: ValidationError, path: Path) -> str:

@@ -1,7 +1,8 @@
 """The models, in plain PyTorch.
 
 * :class:`RNNEncoder` — embedding -> multi-layer RNN / LSTM / GRU, with AWD-LSTM style
-  embedding dropout (whole words) and locked (variational) dropout.
+  embedding dropout (whole words), locked (variational) dropout and weight dropout
+  (DropConnect on the hidden-to-hidden matrices).
 * :class:`LanguageModel` — encoder -> next-word softmax (adaptive, or full with tied weights).
 * :class:`RNNClassifier` — encoder -> concat pooling [last, max, mean] -> linear.
 * :class:`BagOfEmbeddings` — mean of word embeddings -> linear (the classic baseline).
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from pipeline.errors import PipelineError
 from pipeline.text import PAD_ID
@@ -35,6 +37,7 @@ class EncoderConfig:
     dropout: float = 0.2
     embedding_dropout: float = 0.05
     input_dropout: float = 0.1
+    weight_dropout: float = 0.0
 
 
 def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -78,7 +81,16 @@ class RNNEncoder(nn.Module):
         almost no padding to skip.
         """
         x = locked_dropout(self.embed(tokens), self.config.input_dropout, self.training)
-        out, hidden = self.rnn(x, hidden)
+        p = self.config.weight_dropout
+        if self.training and p > 0:
+            # DropConnect on W_h (AWD-LSTM): one mask per batch, the same at every time step,
+            # so the fused RNN kernel still runs; the raw weights receive the gradients
+            dropped = {name: F.dropout(weight, p, training=True)
+                       for name, weight in self.rnn.named_parameters()
+                       if name.startswith("weight_hh")}
+            out, hidden = functional_call(self.rnn, dropped, (x, hidden))
+        else:
+            out, hidden = self.rnn(x, hidden)
         return locked_dropout(out, self.config.dropout, self.training), hidden
 
 
@@ -125,11 +137,19 @@ def usable_cutoffs(cutoffs: tuple[int, ...], vocab_size: int) -> tuple[int, ...]
 
 
 class RNNClassifier(nn.Module):
-    def __init__(self, encoder: EncoderConfig, n_classes: int, head_dropout: float = 0.3) -> None:
+    """Encoder -> pooling -> dropout -> linear.
+
+    ``concat`` pooling (ULMFiT): [last hidden state, max-pool, mean-pool] over the real
+    (unpadded) steps; ``last``: the last hidden state only (the classic RNN classifier).
+    """
+
+    def __init__(self, encoder: EncoderConfig, n_classes: int, head_dropout: float = 0.3,
+                 pooling: str = "concat") -> None:
         super().__init__()
         self.encoder = RNNEncoder(encoder)
-        self.head = nn.Sequential(nn.Dropout(head_dropout),
-                                  nn.Linear(3 * encoder.hidden, n_classes))
+        self.pooling = pooling
+        width = 3 * encoder.hidden if pooling == "concat" else encoder.hidden
+        self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(width, n_classes))
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Parameters bottom-up: embedding, each RNN layer, head (ULMFiT's layer groups)."""
@@ -142,6 +162,8 @@ class RNNClassifier(nn.Module):
         steps = torch.arange(tokens.size(1), device=tokens.device)
         mask = (steps[None, :] < lengths[:, None]).unsqueeze(-1)  # [B, T, 1], False on padding
         last = out[torch.arange(out.size(0), device=out.device), lengths - 1]
+        if self.pooling == "last":
+            return self.head(last)
         max_pool = out.masked_fill(~mask, float("-inf")).max(dim=1).values
         mean_pool = out.masked_fill(~mask, 0.0).sum(dim=1) / lengths[:, None].to(out.dtype)
         return self.head(torch.cat([last, max_pool, mean_pool], dim=-1))
@@ -170,7 +192,8 @@ def build_model(kind: str, config: dict) -> nn.Module:
     if kind == "language_model":
         return LanguageModel(encoder, config["softmax"], tuple(config["cutoffs"]))
     if kind == "rnn_classifier":
-        return RNNClassifier(encoder, config["n_classes"], config["head_dropout"])
+        return RNNClassifier(encoder, config["n_classes"], config["head_dropout"],
+                             config.get("pooling", "concat"))
     if kind == "bag_of_embeddings":
         return BagOfEmbeddings(config["vocab_size"], config["embedding_dim"],
                                config["n_classes"], config["dropout"])

@@ -74,3 +74,32 @@ def accuracy_comparison(results: dict[str, dict], path: Path) -> None:
            xlim=(max(0.0, min(low) - 5), min(100.0, max(high) + 2)))
     ax.grid(axis="x", alpha=0.3)
     _save(fig, path)
+
+
+def learning_curve(frame: pd.DataFrame, path: Path) -> None:
+    """Test accuracy vs labeled examples (log x), one line per variant, 95% CI band."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant, rows in frame.groupby("variant"):
+        rows = rows.sort_values("train_examples")
+        ax.plot(rows["train_examples"], 100 * rows["accuracy"], marker="o", label=variant)
+        ax.fill_between(rows["train_examples"], 100 * rows["ci_low"], 100 * rows["ci_high"],
+                        alpha=0.2)
+    ax.set_xscale("log")
+    ax.set(xlabel="labeled training examples", ylabel="test accuracy %",
+           title="Learning curve (95% bootstrap intervals)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    _save(fig, path)
+
+
+def accuracy_vs_time(frame: pd.DataFrame, path: Path) -> None:
+    """Trade-off: test accuracy of each configuration vs the wall time of its whole run."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant, rows in frame.groupby("variant"):
+        rows = rows.sort_values("wall_minutes")
+        ax.plot(rows["wall_minutes"], 100 * rows["accuracy"], marker="o", label=variant)
+    ax.set(xlabel="wall time of the whole pipeline (min)", ylabel="test accuracy %",
+           title="Accuracy vs cost")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import distributed
 from pipeline.config import RuntimeParams
 from pipeline.errors import PipelineError
 
@@ -50,6 +51,7 @@ def setup(params: RuntimeParams) -> Runtime:
         raise PipelineError("runtime.device is 'cuda' but no CUDA device is available")
     device = torch.device("cuda" if params.device != "cpu" and torch.cuda.is_available()
                           else "cpu")
+    device = distributed.init(device)  # joins the process group when launched by torchrun
     torch.set_num_threads(params.threads or os.cpu_count() or 1)
     # tiny RNN activations underflow to denormals, which ran >10x slower on CPU here
     torch.set_flush_denormal(True)

@@ -104,7 +104,9 @@ class ClassifierTask:
         return F.cross_entropy(logits.float(), labels.to(self.device))
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        probs = predict_proba(model, self.valid, self.batch_size * 2, self.max_len, self.device)
+        # inference batches need no gradients: large ones whatever the training batch size
+        probs = predict_proba(model, self.valid, max(256, self.batch_size), self.max_len,
+                              self.device)
         labels = torch.from_numpy(self.valid.labels)
         loss = F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), labels).item()
         accuracy = float((probs.argmax(1) == self.valid.labels).mean())

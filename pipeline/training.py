@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.runtime import Runtime
 
 # Test hooks: send this process a signal (SIGKILL unless PIPELINE_KILL_SIGNAL=INT) after
@@ -145,14 +146,17 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
         checkpoint: Checkpointing | None = None) -> FitResult:
     """Train for ``epochs``; leave the model holding the weights of its best epoch."""
     scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16)
+    train_model = distributed.wrap(model)  # DDP under torchrun; the model itself otherwise
+    main = distributed.is_main()
     progress, best_state = Progress(), None
     if checkpoint is not None:
         loaded = _load(checkpoint, model, optimizer, scheduler, scaler, task)
         if loaded is not None:
             progress, best_state = loaded
             progress.result.resumed_from_step = progress.global_step
-            print(f"[{desc}] resuming from {checkpoint.path}: epoch {progress.epoch}, "
-                  f"step {progress.step}")
+            if main:
+                print(f"[{desc}] resuming from {checkpoint.path}: epoch {progress.epoch}, "
+                      f"step {progress.step}")
             for entry in progress.result.history:  # replay the curve into the new run
                 if on_epoch is not None:
                     on_epoch(int(entry["epoch"]), entry)
@@ -163,7 +167,7 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
     started = time.perf_counter() - progress.elapsed
 
     def save() -> None:
-        if checkpoint is not None:
+        if checkpoint is not None and main:  # one writer; every rank holds the same state
             _save(checkpoint, model, optimizer, scheduler, scaler, task, progress, best_state,
                   time.perf_counter() - started)
 
@@ -175,10 +179,17 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
             model.train()
             bar = tqdm(task.batches(epoch, progress.step), total=task.steps_per_epoch,
                        initial=progress.step, desc=f"{desc} {epoch}/{epochs}", unit="step",
-                       mininterval=2.0)
+                       mininterval=2.0, disable=not main)
             for batch in bar:
+                rows = len(batch[0])
+                batch = distributed.shard(batch, rows)  # this rank's rows (all of them alone)
+                if batch is None:
+                    continue
                 with runtime.autocast():
-                    loss = task.loss(model, batch)
+                    loss = task.loss(train_model, batch)
+                if len(batch[0]) != rows:  # DDP averages over ranks: weight uneven shards so
+                    # the update is the whole batch's mean gradient, as in one process
+                    loss = loss * (len(batch[0]) * distributed.world_size() / rows)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -206,8 +217,9 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                        "train_loss": progress.loss_total / max(progress.step, 1), **metrics,
                        "elapsed_seconds": time.perf_counter() - started}
             result.history.append(metrics)
-            print(f"[{desc}] epoch {epoch}: " + ", ".join(
-                f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch"))
+            if main:
+                print(f"[{desc}] epoch {epoch}: " + ", ".join(
+                    f"{k}={v:.4f}" for k, v in metrics.items() if k != "epoch"))
             if on_epoch is not None:
                 on_epoch(epoch, metrics)
             value = metrics[monitor]

@@ -68,3 +68,23 @@ def test_collate_pads_at_the_end() -> None:
     tokens, lengths, labels = collate(data, np.array([0, 1, 2]), max_len=10)
     assert tokens.tolist() == [[5, 6, 7], [8, PAD_ID, PAD_ID], [PAD_ID, PAD_ID, PAD_ID]]
     assert lengths.tolist() == [3, 1, 1] and labels.tolist() == [1, 0, 1]
+
+
+def test_labeled_sample_is_stratified_seeded_and_a_true_subset() -> None:
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(3, 50, size=rng.integers(1, 9)) for _ in range(200)]
+    labels = np.array([0] * 150 + [1] * 50)
+    offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])])
+    corpus = Corpus(np.concatenate(docs).astype(np.int32), offsets, labels)
+    sample = corpus.labeled_sample(40, seed=1)
+    assert len(sample) == 40 and np.bincount(sample.labels).tolist() == [30, 10]
+    again = corpus.labeled_sample(40, seed=1)
+    assert np.array_equal(sample.ids, again.ids) and np.array_equal(sample.labels, again.labels)
+    assert not np.array_equal(corpus.labeled_sample(40, seed=2).ids, sample.ids)
+    originals = {(tuple(d), int(y)) for d, y in zip(docs, labels, strict=True)}
+    for i in range(len(sample)):
+        doc = tuple(sample.ids[sample.offsets[i]:sample.offsets[i + 1]])
+        assert (doc, int(sample.labels[i])) in originals
+    assert corpus.labeled_sample(None, seed=1) is corpus
+    with pytest.raises(PipelineError, match="smaller than the number of classes"):
+        corpus.labeled_sample(1, seed=1)

@@ -104,3 +104,38 @@ def test_gradual_unfreezing_goes_top_down() -> None:
     assert [all(p.requires_grad for p in g) for g in groups] == [False, False, True, True]
     unfreeze(4)
     assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_weight_dropout_drops_recurrent_weights_in_training_only(cell: str) -> None:
+    torch.manual_seed(0)
+    config = EncoderConfig(vocab_size=50, embedding_dim=12, hidden=16, layers=2, cell=cell,
+                           dropout=0.0, embedding_dropout=0.0, input_dropout=0.0,
+                           weight_dropout=0.5)
+    plain = EncoderConfig(**{**encoder_dict(config), "weight_dropout": 0.0})
+    model, reference = RNNClassifier(config, 2), RNNClassifier(plain, 2)
+    reference.load_state_dict(model.state_dict())
+    tokens, lengths = torch.randint(3, 50, (4, 10)), torch.full((4,), 10)
+    model.eval(), reference.eval()
+    with torch.no_grad():  # evaluation uses the full weights
+        assert torch.equal(model(tokens, lengths), reference(tokens, lengths))
+    model.train(), reference.train()
+    dropped, full = model(tokens, lengths), reference(tokens, lengths)
+    assert not torch.allclose(dropped, full)
+    dropped.sum().backward()
+    grad = model.encoder.rnn.weight_hh_l1.grad
+    assert grad is not None and grad.abs().sum() > 0
+    # DropConnect: the zeroed recurrent weights get no gradient from this batch
+    assert (grad == 0).float().mean() > 0.3
+    assert torch.equal(model.encoder.rnn.weight_hh_l0, reference.encoder.rnn.weight_hh_l0)
+
+
+def test_last_state_pooling_uses_the_last_real_step() -> None:
+    torch.manual_seed(0)
+    model = RNNClassifier(CONFIG, n_classes=2, pooling="last").eval()
+    assert model.head[1].in_features == CONFIG.hidden
+    with torch.no_grad():
+        out, _ = model.encoder(torch.tensor([[5, 6, 7]]))
+        expected = model.head(out[:, -1])
+        padded = model(torch.tensor([[5, 6, 7, 0, 0]]), torch.tensor([3]))
+    assert torch.allclose(expected, padded, atol=1e-6)

@@ -15,7 +15,8 @@ from tests.conftest import make_project, run, tiny_params
 pytestmark = pytest.mark.slow
 
 STAGES = ["fetch", "prepare", "tokenize", "vocab", "pretrain", "train_rnn_pretrained",
-          "train_rnn_scratch", "train_bag_of_embeddings", "evaluate"]
+          "train_rnn_scratch", "train_bag_of_embeddings", "train_bag_of_embeddings_lm",
+          "evaluate"]
 
 
 def ran_stages(output: str) -> list[str]:

@@ -30,6 +30,7 @@ from pipeline.models import load_checkpoint
 from pipeline.runtime import setup
 from pipeline.tasks import predict_proba
 from pipeline.timing import read_timings
+from pipeline.timing import summary as timing_summary
 
 BASELINE = "bag_of_embeddings"
 
@@ -201,7 +202,7 @@ def main() -> None:
 
     timings = read_timings()
     if timings:
-        print("Stage wall times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+        print(timing_summary(timings))
 
 
 if __name__ == "__main__":

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from pipeline import tracking
+from pipeline import distributed, tracking
 from pipeline.batching import BPTTBatches, Corpus, lm_stream
 from pipeline.config import Params, flatten, load_params
 from pipeline.errors import PipelineError, run_stage
@@ -16,7 +17,7 @@ from pipeline.io import atomic_path, read_json, require, write_json
 from pipeline.models import EncoderConfig, LanguageModel, encoder_dict, save_checkpoint
 from pipeline.runtime import setup
 from pipeline.tasks import LanguageModelTask
-from pipeline.training import Checkpointing, fit, one_cycle
+from pipeline.training import Checkpointing, FitResult, fit, one_cycle
 
 SECTIONS = ("data", "vocab", "model", "pretrain", "runtime")
 
@@ -30,7 +31,8 @@ def checkpointing(params: Params, name: str, sections: tuple[str, ...], data_inf
     """Resumable state for a training stage, valid only for the same settings and data."""
     runtime = params.runtime
     fingerprint = Checkpointing.fingerprint_of(
-        name, flatten(params, sections), runtime.seed, runtime.precision, data_info)
+        name, flatten(params, sections), runtime.seed, runtime.precision, data_info,
+        *([f"world_size={distributed.world_size()}"] if distributed.world_size() > 1 else []))
     return Checkpointing(Path(runtime.checkpoint_dir) / f"{name}.pt", runtime.checkpoint_every,
                          fingerprint)
 
@@ -56,7 +58,8 @@ def main() -> None:
     data_dir = Path(args.data)
     info = read_json(require(data_dir / "info.json", "vocabulary"))
     runtime = setup(params.runtime)
-    tracking.connect()  # fail fast, before any training
+    if distributed.is_main():
+        tracking.connect()  # fail fast, before any training
 
     stream = lm_stream(training_corpora(data_dir, config.max_documents))
     valid_stream = lm_stream([Corpus.load(data_dir, "valid")])
@@ -76,25 +79,31 @@ def main() -> None:
           f"{task.steps_per_epoch} steps of {config.batch_size}x{config.bptt}; "
           f"{sum(p.numel() for p in model.parameters()):,} parameters; {runtime.describe()}")
 
+    checkpoint = checkpointing(params, "pretrain", ("data", "vocab", "model", "pretrain"), info)
+
+    def train(on_epoch: Callable[[int, dict], None] | None) -> FitResult:
+        return fit(model, task, optimizer, scheduler, runtime, epochs=config.epochs,
+                   clip=config.clip, monitor="valid_loss", higher_is_better=False,
+                   desc="pretrain", on_epoch=on_epoch, checkpoint=checkpoint)
+
+    if not distributed.is_main():  # torchrun: rank 0 logs and writes the outputs
+        train(None)
+        return
     with tracking.stage_run(params, "pretrain", "pretrain", SECTIONS):
         import mlflow
 
         mlflow.log_params({f"runtime.{k}_used": v for k, v in runtime.describe().items()})
-        checkpoint = checkpointing(params, "pretrain", ("data", "vocab", "model", "pretrain"),
-                                   info)
-        result = fit(model, task, optimizer, scheduler, runtime, epochs=config.epochs,
-                     clip=config.clip, monitor="valid_loss", higher_is_better=False,
-                     desc="pretrain", on_epoch=lambda e, m: tracking.log_epoch(m, e),
-                     checkpoint=checkpoint)
+        result = train(lambda e, m: tracking.log_epoch(m, e))
         metrics = {
             "valid_perplexity": result.best["valid_perplexity"],
             "valid_loss": result.best["valid_loss"],
             "epochs": len(result.history),
             "best_epoch": result.best_epoch,
-            "tokens": task.tokens_seen,
+            "tokens": task.tokens_seen * distributed.world_size(),  # every rank's share
             "stream_tokens": int(len(stream)),
             "train_seconds": result.seconds,
-            "tokens_per_second": task.tokens_seen / max(result.seconds, 1e-9),
+            "tokens_per_second": task.tokens_seen * distributed.world_size()
+            / max(result.seconds, 1e-9),
         }
         checkpoint_config = {"encoder": encoder_dict(encoder), "softmax": config.softmax,
                              "cutoffs": list(config.adaptive_cutoffs)}

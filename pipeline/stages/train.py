@@ -1,28 +1,33 @@
 """Stage 6 — train one classifier variant on the labeled train split, selected on valid.
 
 Variants: ``rnn_pretrained`` (encoder from the language model, fine-tuned),
-``rnn_scratch`` (same architecture, random init) and ``bag_of_embeddings``
-(mean of word embeddings -> linear). All use the same training loop.
+``rnn_scratch`` (same architecture, random init), ``bag_of_embeddings`` (mean of word
+embeddings -> linear) and ``bag_of_embeddings_lm`` (the same, its embeddings starting
+from the language model's). All use the same training loop. ``classifier.train_examples``
+limits the labeled examples (few-label studies); the language model saw all the text.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import nn
 
-from pipeline import tracking
+from pipeline import distributed, tracking
 from pipeline.batching import Corpus
 from pipeline.config import VARIANTS, Params, load_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path, read_json, require, write_json
 from pipeline.models import (
     BagOfEmbeddings,
+    EncoderConfig,
     RNNClassifier,
+    RNNEncoder,
     encoder_dict,
     load_checkpoint,
     save_checkpoint,
@@ -30,32 +35,51 @@ from pipeline.models import (
 from pipeline.runtime import setup
 from pipeline.stages.pretrain import checkpointing, encoder_config
 from pipeline.tasks import ClassifierTask
-from pipeline.training import fit, one_cycle
+from pipeline.training import FitResult, fit, one_cycle
+
+
+def architecture(config: EncoderConfig) -> tuple:
+    """What must match between the LM and the classifier (dropouts may differ)."""
+    return (config.vocab_size, config.cell, config.embedding_dim, config.hidden, config.layers)
+
+
+def pretrained_encoder(lm_path: Path, params: Params, vocab_size: int) -> RNNEncoder:
+    """The language model's encoder, checked against params.yaml's model section."""
+    encoder = encoder_config(params, vocab_size)
+    lm, _ = load_checkpoint(lm_path, "language_model", vocab_size)
+    if architecture(lm.encoder.config) != architecture(encoder):
+        raise PipelineError(
+            f"{lm_path} was trained with encoder {lm.encoder.config}, but params.yaml "
+            f"(model) asks for {encoder}: rerun pretrain (dvc repro)"
+        )
+    return lm.encoder
 
 
 def build(variant: str, params: Params, vocab_size: int, n_classes: int, lm_path: Path
           ) -> tuple[nn.Module, str, dict, list[dict]]:
     """The model, its checkpoint kind and config, and optimizer parameter groups."""
-    if variant == "bag_of_embeddings":
-        boe = params.classifier.bag_of_embeddings
-        config = {"vocab_size": vocab_size, "embedding_dim": boe.embedding_dim,
+    if variant in ("bag_of_embeddings", "bag_of_embeddings_lm"):
+        boe = getattr(params.classifier, variant)
+        dim = getattr(boe, "embedding_dim", params.model.embedding_dim)
+        config = {"vocab_size": vocab_size, "embedding_dim": dim,
                   "n_classes": n_classes, "dropout": boe.dropout}
-        model = BagOfEmbeddings(vocab_size, boe.embedding_dim, n_classes, boe.dropout)
+        model = BagOfEmbeddings(vocab_size, dim, n_classes, boe.dropout)
+        if variant == "bag_of_embeddings_lm":
+            lm_encoder = pretrained_encoder(lm_path, params, vocab_size)
+            with torch.no_grad():
+                model.embedding.weight.copy_(lm_encoder.embedding.weight)
         return model, "bag_of_embeddings", config, [{"params": model.parameters(),
                                                       "lr": boe.lr}]
     settings = getattr(params.classifier, variant)
     encoder = encoder_config(params, vocab_size)
-    model = RNNClassifier(encoder, n_classes, settings.head_dropout)
+    if settings.weight_dropout is not None:
+        encoder = replace(encoder, weight_dropout=settings.weight_dropout)
+    model = RNNClassifier(encoder, n_classes, settings.head_dropout, settings.pooling)
     if variant == "rnn_pretrained":
-        lm, _ = load_checkpoint(lm_path, "language_model", vocab_size)
-        if lm.encoder.config != encoder:
-            raise PipelineError(
-                f"{lm_path} was trained with encoder {lm.encoder.config}, but params.yaml "
-                f"(model) asks for {encoder}: rerun pretrain (dvc repro)"
-            )
-        model.encoder.load_state_dict(lm.encoder.state_dict())
+        model.encoder.load_state_dict(
+            pretrained_encoder(lm_path, params, vocab_size).state_dict())
     config = {"encoder": encoder_dict(encoder), "n_classes": n_classes,
-              "head_dropout": settings.head_dropout}
+              "head_dropout": settings.head_dropout, "pooling": settings.pooling}
     # discriminative learning rates: lower layers (more general features) move slower
     layer_groups = model.layer_groups()
     top = len(layer_groups) - 1
@@ -90,9 +114,12 @@ def main() -> None:
     data_dir = Path(args.data)
     info = read_json(require(data_dir / "info.json", "vocabulary"))
     runtime = setup(params.runtime)
-    tracking.connect()
+    if distributed.is_main():
+        tracking.connect()  # fail fast, before any training
 
-    train, valid = Corpus.load(data_dir, "train"), Corpus.load(data_dir, "valid")
+    train = Corpus.load(data_dir, "train").labeled_sample(
+        params.classifier.train_examples, params.runtime.seed)
+    valid = Corpus.load(data_dir, "valid")
     n_classes = len(info["label_names"])
     torch.manual_seed(params.runtime.seed)
     model, kind, config, groups = build(variant, params, info["vocab_size"], n_classes,
@@ -107,22 +134,28 @@ def main() -> None:
     scheduler = one_cycle(optimizer, settings.epochs * task.steps_per_epoch)
 
     sections = ("data", "vocab", "classifier", "runtime")
-    if variant != "bag_of_embeddings":
+    if variant != "bag_of_embeddings":  # the others depend on the encoder settings too
         sections = ("data", "vocab", "model", "classifier", "runtime")
     model_path = Path(args.out_dir) / f"{variant}.pt"
     curve_path = Path(args.reports) / "curves" / f"{variant}.csv"
+    checkpoint = checkpointing(params, variant, sections[:-1], info)  # all but runtime
+
+    def train_model(on_epoch: Callable[[int, dict], None] | None) -> FitResult:
+        return fit(model, task, optimizer, scheduler, runtime, epochs=settings.epochs,
+                   clip=common.clip, monitor="valid_accuracy", higher_is_better=True,
+                   patience=common.patience, desc=variant, on_epoch=on_epoch,
+                   on_epoch_start=gradual_unfreezing(model)
+                   if getattr(settings, "gradual_unfreezing", False) else None,
+                   checkpoint=checkpoint)
+
+    if not distributed.is_main():  # torchrun: rank 0 logs and writes the outputs
+        train_model(None)
+        return
     with tracking.stage_run(params, f"train_{variant}", f"clf:{variant}", sections) as run:
         import mlflow
 
         mlflow.set_tag("variant", variant)
-        checkpoint = checkpointing(params, variant, sections[:-1], info)  # all but runtime
-        result = fit(model, task, optimizer, scheduler, runtime, epochs=settings.epochs,
-                     clip=common.clip, monitor="valid_accuracy", higher_is_better=True,
-                     patience=common.patience, desc=variant,
-                     on_epoch=lambda e, m: tracking.log_epoch(m, e),
-                     on_epoch_start=gradual_unfreezing(model)
-                     if getattr(settings, "gradual_unfreezing", False) else None,
-                     checkpoint=checkpoint)
+        result = train_model(lambda e, m: tracking.log_epoch(m, e))
         save_checkpoint(model_path, kind, config, model,
                         {"label_names": info["label_names"], "max_len": common.max_len,
                          "variant": variant})

@@ -1,0 +1,73 @@
+"""Data-parallel training with DistributedDataParallel, launched by ``torchrun``.
+
+``torchrun --nproc_per_node=N -m pipeline.stages.pretrain ...`` (or ``train``) starts N
+processes; each takes every N-th row of every batch, DDP averages the gradients, so
+every process holds the same weights after each step — the same update as one process
+on the whole batch. Only rank 0 writes files and logs to MLflow. Backend: NCCL on CUDA,
+gloo on CPU. Without torchrun (no ``WORLD_SIZE``) everything here is a no-op.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init(device: torch.device) -> torch.device:
+    """Join the process group (when launched by torchrun); the device this rank uses."""
+    if world_size() == 1 or dist.is_initialized():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    atexit.register(shutdown)
+    return device
+
+
+def wrap(model: nn.Module) -> nn.Module:
+    """DDP around the model when distributed (unused parameters: adaptive-softmax tail
+    clusters a batch never reaches, layers frozen by gradual unfreezing)."""
+    if world_size() == 1:
+        return model
+    if is_main():
+        print(f"DistributedDataParallel over {world_size()} processes ({dist.get_backend()})")
+    return nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+
+
+def shard(batch: tuple, size: int) -> tuple | None:
+    """This rank's rows of a batch (every tensor whose first dimension is ``size``);
+    None when the batch has fewer rows than processes (every rank skips it alike)."""
+    n = world_size()
+    if n == 1:
+        return batch
+    if size < n:
+        return None
+    return tuple(item[rank()::n] if torch.is_tensor(item) and item.dim() > 0
+                 and item.size(0) == size else item for item in batch)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,221 @@
+"""Studies over the pipeline: DVC experiment sweeps and the reports they produce.
+
+* ``learning-curve`` — one experiment per number of labeled training examples
+  (``classifier.train_examples``; pretraining still reads all the text), then
+  reports/studies/learning_curve.{csv,md,png}: test accuracy vs labeled examples,
+  one line per variant, with 95% bootstrap intervals.
+* ``ablation`` — one experiment per technique switched off (or on), on the same data
+  and seed, then reports/studies/ablation.{csv,md}: points each technique is worth.
+
+Both are read from params.yaml's ``studies`` section, queued with ``dvc exp run
+--queue`` (so each run lands in MLflow under its experiment name, like any other
+``dvc exp run``), run by ``dvc queue start``, and collected from ``dvc exp show``.
+``--report-only`` rebuilds the reports from experiments that already ran.
+
+    python -m pipeline.studies learning-curve
+    python -m pipeline.studies ablation --jobs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import Params, StudyPoint, load_params
+from pipeline.errors import PipelineError, run_stage
+from pipeline.io import atomic_path
+
+OUT = Path("reports/studies")
+METRICS = "reports/metrics.json"
+
+
+def dvc(*args: str) -> str:
+    result = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PipelineError(f"dvc {' '.join(args)} failed:\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def overrides(point: StudyPoint) -> list[str]:
+    return [f"{key}={json.dumps(value)}" for key, value in point.set.items()]
+
+
+def ablation_points(params: Params) -> dict[str, StudyPoint]:
+    """Each ablation point on top of the base point's overrides."""
+    points = params.studies.ablation
+    if not points:
+        raise PipelineError("params.yaml studies.ablation is empty")
+    base = next(iter(points.values()))
+    return {name: point if point is base else
+            StudyPoint(set=base.set | point.set, description=point.description)
+            for name, point in points.items()}
+
+
+def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
+    """Queue one DVC experiment per point, run them, wait, and fail if any failed."""
+    if not points:
+        raise PipelineError(f"params.yaml has no points for the {prefix} study")
+    for name, point in points.items():
+        args = ["exp", "run", "--queue", "--force", "-n", f"{prefix}-{name}"]
+        for item in overrides(point):
+            args += ["-S", item]
+        dvc(*args)
+        print(f"[studies] queued {prefix}-{name}: {' '.join(overrides(point)) or '(defaults)'}")
+    dvc("queue", "start", "-j", str(jobs))
+    names = {f"{prefix}-{name}" for name in points}
+    while True:
+        mine = [line.split() for line in dvc("queue", "status").splitlines()]
+        mine = [words for words in mine if len(words) > 1 and words[1] in names]
+        if not any(words[-1] in ("Queued", "Running") for words in mine):
+            break
+        time.sleep(10)
+    failed = [" ".join(words) for words in mine if words[-1] == "Failed"]
+    if failed:
+        raise PipelineError("experiments failed (see `dvc queue logs <name>`):\n"
+                            + "\n".join(failed))
+
+
+def experiments() -> Iterator[tuple[str | None, dict]]:
+    """(experiment name, reports/metrics.json) for the workspace (name None) and every
+    experiment. The file is read from each experiment's commit: ``dvc exp show`` drops
+    list-valued metrics such as the confidence intervals."""
+
+    def walk(entries: list[dict]) -> Iterator[tuple[str | None, dict]]:
+        for entry in entries:
+            if entry.get("rev") == "workspace":
+                if Path(METRICS).is_file():
+                    yield None, json.loads(Path(METRICS).read_text(encoding="utf-8"))
+            elif entry.get("name") and entry.get("rev"):
+                shown = subprocess.run(["git", "show", f"{entry['rev']}:{METRICS}"],
+                                       capture_output=True, text=True)
+                if shown.returncode == 0:
+                    yield entry["name"], json.loads(shown.stdout)
+            for group in entry.get("experiments") or []:
+                yield from walk(group.get("revs") or [])
+
+    yield from walk(json.loads(dvc("exp", "show", "--json")))
+
+
+def collect(prefix: str, names: list[str]) -> dict[str, dict]:
+    """metrics.json per point name; the newest experiment wins when names repeat."""
+    found: dict[str, dict] = {}
+    for exp_name, metrics in experiments():
+        if exp_name and exp_name.startswith(f"{prefix}-"):
+            point = exp_name[len(prefix) + 1:]
+            if point in names and point not in found:
+                found[point] = metrics
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise PipelineError(f"no results for {', '.join(f'{prefix}-{n}' for n in missing)}: "
+                            f"run the study first (without --report-only)")
+    return found
+
+
+def rows(metrics: dict) -> Iterator[dict]:
+    for variant, entry in metrics["classifiers"].items():
+        test = entry["test"]
+        yield {"variant": variant, "train_examples": entry["train_examples"],
+               "accuracy": test["accuracy"], "ci_low": test["accuracy_ci95"][0],
+               "ci_high": test["accuracy_ci95"][1], "train_seconds": entry["train_seconds"]}
+
+
+def write_table(frame: pd.DataFrame, stem: str, markdown: str) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with atomic_path(OUT / f"{stem}.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    with atomic_path(OUT / f"{stem}.md") as tmp:
+        tmp.write_text(markdown, encoding="utf-8")
+    print(markdown)
+
+
+def learning_curve_report(params: Params, include_workspace: bool = True) -> pd.DataFrame:
+    points = params.studies.learning_curve
+    results = collect("lc", list(points))
+    table = [row | {"point": name} for name, metrics in results.items() for row in rows(metrics)]
+    if include_workspace:  # the main run (dvc repro): every labeled example
+        workspace = next((m for name, m in experiments() if name is None), None)
+        sizes = {row["train_examples"] for row in table}
+        if workspace:
+            extra = [row | {"point": "all"} for row in rows(workspace)]
+            table += [row for row in extra if row["train_examples"] not in sizes]
+    # a point asking for more examples than the train split has is the full run again
+    frame = (pd.DataFrame(table).drop_duplicates(["variant", "train_examples"])
+             .sort_values(["variant", "train_examples"]))
+    variants = list(dict.fromkeys(frame["variant"]))
+    lines = ["# Learning curve: test accuracy % vs labeled training examples", "",
+             "| labeled examples | " + " | ".join(variants) + " |",
+             "|---" * (len(variants) + 1) + "|"]
+    for n, row in frame.groupby("train_examples"):
+        cells = {r.variant: f"{100 * r.accuracy:.2f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]"
+                 for r in row.itertuples()}
+        lines.append(f"| {n:,} | " + " | ".join(cells.get(v, "—") for v in variants) + " |")
+    lines += ["", "Each row is one `dvc exp run` (`lc-<point>`, params in params.yaml "
+              "`studies.learning_curve`); brackets: 95% bootstrap interval over the test set. "
+              "The language model is the same for every row (all unlabeled and training text).",
+              "Made by `python -m pipeline.studies learning-curve`."]
+    write_table(frame, "learning_curve", "\n".join(lines) + "\n")
+    from pipeline import plots
+
+    plots.learning_curve(frame, OUT / "learning_curve.png")
+    return frame
+
+
+def ablation_report(params: Params) -> pd.DataFrame:
+    points = ablation_points(params)
+    results = collect("ablation", list(points))
+    base_name = next(iter(points))
+    base = {r["variant"]: r for r in rows(results[base_name])}
+    table = []
+    for name, point in points.items():
+        for row in rows(results[name]):
+            if name != base_name and not row["variant"].startswith("rnn_pretrained"):
+                continue  # each ablation changes the pretrained model; baselines come from base
+            delta = row["accuracy"] - base["rnn_pretrained"]["accuracy"]
+            table.append(row | {"point": name, "description": point.description,
+                                "delta_vs_base": delta, "set": " ".join(overrides(point))})
+    frame = pd.DataFrame(table)
+    lines = [f"# Ablation: test accuracy of rnn_pretrained, one change at a time "
+             f"(base: {base_name})", "",
+             "| experiment | change | variant | test accuracy % [95% CI] | Δ vs base (points) |",
+             "|---|---|---|---|---|"]
+    for r in frame.itertuples():
+        lines.append(f"| {r.point} | {r.description} | {r.variant} | {100 * r.accuracy:.2f} "
+                     f"[{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}] | "
+                     f"{100 * r.delta_vs_base:+.2f} |")
+    lines += ["", f"Every row: the same data split, vocabulary and seed; "
+              f"{base['rnn_pretrained']['train_examples']:,} labeled training examples. "
+              "Rows other than the base list only rnn_pretrained; the base row lists every "
+              "variant of the same run (rnn_scratch = no pretraining).",
+              "Made by `python -m pipeline.studies ablation` (params.yaml `studies.ablation`)."]
+    write_table(frame, "ablation", "\n".join(lines) + "\n")
+    return frame
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", choices=["learning-curve", "ablation"])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the report from experiments that already ran")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    if args.study == "learning-curve":
+        if not args.report_only:
+            queue(params.studies.learning_curve, "lc", args.jobs)
+        learning_curve_report(params)
+    else:
+        if not args.report_only:
+            queue(ablation_points(params), "ablation", args.jobs)
+        ablation_report(params)
+
+
+if __name__ == "__main__":
+    run_stage("studies", main)

@@ -1,0 +1,80 @@
+"""Studies: real `dvc exp run --queue` sweeps on the tiny project, collected into reports."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from pipeline.config import VARIANTS
+from tests.conftest import make_project, run, tiny_params
+
+pytestmark = pytest.mark.slow
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_archive: Path) -> None:
+    studies = {
+        "learning_curve": {
+            "n8": {"set": {"classifier.train_examples": 8, "classifier.rnn_scratch.epochs": 1}},
+        },
+        "ablation": {
+            "base": {"description": "16 labels", "set": {"classifier.train_examples": 16}},
+            "last_pooling": {"description": "last hidden state only",
+                             "set": {"classifier.rnn_pretrained.pooling": "last"}},
+        },
+    }
+    params = tiny_params(tiny_archive)
+    params["studies"] = studies  # replace (not merge into) the real study points
+    root = make_project(tmp_path / "repo", params)
+    run(["dvc", "repro"], cwd=root)
+    run(["git", "add", "-A"], cwd=root)
+    run(["git", "commit", "-qm", "baseline"], cwd=root, env=GIT_ENV)
+
+    out = run([sys.executable, "-m", "pipeline.studies", "learning-curve"], cwd=root)
+    assert "Learning curve" in out.stdout
+    curve = pd.read_csv(root / "reports/studies/learning_curve.csv")
+    full = curve.loc[curve.point == "all", "train_examples"].unique().tolist()
+    assert len(full) == 1 and full[0] > 16  # the main run: every labeled example
+    assert set(curve.variant) == set(VARIANTS)
+    for variant in VARIANTS:
+        sizes = sorted(curve.loc[curve.variant == variant, "train_examples"])
+        assert sizes == [8, full[0]]
+    assert ((curve.ci_low <= curve.accuracy) & (curve.accuracy <= curve.ci_high)).all()
+    assert (root / "reports/studies/learning_curve.png").stat().st_size > 10_000
+    shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], cwd=root).stdout
+    assert "lc-n8" in shown
+
+    run([sys.executable, "-m", "pipeline.studies", "ablation", "--jobs", "2"], cwd=root)
+    ablation = pd.read_csv(root / "reports/studies/ablation.csv")
+    base = ablation[ablation.point == "base"]
+    assert set(base.variant) == set(VARIANTS) and (base.train_examples == 16).all()
+    changed = ablation[ablation.point == "last_pooling"]
+    assert changed.variant.tolist() == ["rnn_pretrained"]
+    assert changed.train_examples.tolist() == [16]  # the base's overrides carried over
+    pretrained_base = base[base.variant == "rnn_pretrained"].accuracy.item()
+    assert changed.delta_vs_base.item() == pytest.approx(changed.accuracy.item()
+                                                         - pretrained_base)
+    assert "last hidden state only" in (root / "reports/studies/ablation.md").read_text()
+
+    # every experiment of both studies logged into the main repository's MLflow store
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("rnn-pretrain-imdb")
+    parents = {p.info.run_name for p in client.search_runs(
+        [experiment.experiment_id], "tags.`pipeline.role` = 'parent'")}
+    assert {"pipeline:lc-n8", "pipeline:ablation-base",
+            "pipeline:ablation-last_pooling"} <= parents
+
+    # --report-only rebuilds from what already ran; a study that never ran is an error
+    run([sys.executable, "-m", "pipeline.studies", "ablation", "--report-only"], cwd=root)
+    params = (root / "params.yaml").read_text().replace("last_pooling", "never_ran")
+    (root / "params.yaml").write_text(params)
+    failed = run([sys.executable, "-m", "pipeline.studies", "ablation", "--report-only"], cwd=root,
+                 check=False)
+    assert failed.returncode != 0 and "ablation-never_ran" in failed.stderr
