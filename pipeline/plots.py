@@ -91,15 +91,3 @@ def learning_curve(frame: pd.DataFrame, path: Path) -> None:
     ax.legend()
     _save(fig, path)
 
-
-def accuracy_vs_time(frame: pd.DataFrame, path: Path) -> None:
-    """Trade-off: test accuracy of each configuration vs the wall time of its whole run."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for variant, rows in frame.groupby("variant"):
-        rows = rows.sort_values("wall_minutes")
-        ax.plot(rows["wall_minutes"], 100 * rows["accuracy"], marker="o", label=variant)
-    ax.set(xlabel="wall time of the whole pipeline (min)", ylabel="test accuracy %",
-           title="Accuracy vs cost")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    _save(fig, path)

@@ -61,14 +61,18 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
     """Queue one DVC experiment per point, run them, wait, and fail if any failed."""
     if not points:
         raise PipelineError(f"params.yaml has no points for the {prefix} study")
+    names = [f"{prefix}-{name}" for name in points]
+    # rerunning a study replaces its earlier experiments (and their old queue entries)
+    subprocess.run(["dvc", "queue", "remove", *names], capture_output=True)
+    for name in names:
+        subprocess.run(["dvc", "exp", "remove", name], capture_output=True)
     for name, point in points.items():
-        args = ["exp", "run", "--queue", "--force", "-n", f"{prefix}-{name}"]
+        args = ["exp", "run", "--queue", "-n", f"{prefix}-{name}"]
         for item in overrides(point):
             args += ["-S", item]
         dvc(*args)
         print(f"[studies] queued {prefix}-{name}: {' '.join(overrides(point)) or '(defaults)'}")
     dvc("queue", "start", "-j", str(jobs))
-    names = {f"{prefix}-{name}" for name in points}
     while True:
         mine = [line.split() for line in dvc("queue", "status").splitlines()]
         mine = [words for words in mine if len(words) > 1 and words[1] in names]

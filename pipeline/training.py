@@ -24,10 +24,11 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import distributed
-from pipeline.runtime import Runtime
+from pipeline.runtime import Runtime, release_free_memory
 
 # Test hooks: send this process a signal (SIGKILL unless PIPELINE_KILL_SIGNAL=INT) after
 # N optimizer steps, to prove that resumption and Ctrl-C handling work.
+TRIM_EVERY = 50  # optimizer steps between handing freed memory back to the OS
 KILL_AFTER_STEPS = "PIPELINE_KILL_AFTER_STEPS"
 KILL_SIGNAL = "PIPELINE_KILL_SIGNAL"
 
@@ -204,6 +205,8 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                 steps_here += 1
                 if progress.step % 20 == 0:
                     bar.set_postfix(loss=f"{progress.loss_total / progress.step:.3f}")
+                if progress.global_step % TRIM_EVERY == 0:
+                    release_free_memory()  # keeps peak memory flat (see the function)
                 if checkpoint is not None and checkpoint.every and \
                         progress.global_step % checkpoint.every == 0:
                     save()
@@ -213,6 +216,7 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
             model.eval()
             with torch.no_grad(), runtime.autocast():
                 metrics = task.evaluate(model)
+            release_free_memory()
             metrics = {"epoch": epoch,
                        "train_loss": progress.loss_total / max(progress.step, 1), **metrics,
                        "elapsed_seconds": time.perf_counter() - started}
