@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -172,6 +173,19 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
             _save(checkpoint, model, optimizer, scheduler, scaler, task, progress, best_state,
                   time.perf_counter() - started)
 
+    # Ctrl-C asks the loop to stop at the next step boundary, so the checkpoint it saves is
+    # consistent (a KeyboardInterrupt raised mid-step, or inside some __del__ where Python
+    # swallows it, would not be); a second Ctrl-C stops at once.
+    stop_requested = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        if stop_requested:
+            raise KeyboardInterrupt
+        stop_requested = True
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGINT, request_stop) if in_main_thread else None
     try:
         while not progress.finished and progress.epoch <= epochs:
             epoch = progress.epoch
@@ -212,6 +226,8 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                     save()
                 if kill_after and steps_here == kill_after:
                     os.kill(os.getpid(), kill_signal)
+                if stop_requested:
+                    raise KeyboardInterrupt
             bar.close()
             model.eval()
             with torch.no_grad(), runtime.autocast():
@@ -241,12 +257,17 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                     progress.finished = True
             progress.epoch, progress.step, progress.loss_total = epoch + 1, 0, 0.0
             save()
+            if stop_requested:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         save()
         if checkpoint is not None:
             print(f"\n[{desc}] interrupted: checkpoint saved to {checkpoint.path}; "
                   "run the stage again (dvc repro) to resume")
         raise
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
     if best_state is not None:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started
