@@ -264,7 +264,6 @@ class Params(Section):
 
 
 VARIANTS = ("rnn_pretrained", "rnn_scratch", "bag_of_embeddings", "bag_of_embeddings_lm")
-NEEDS_LM = ("rnn_pretrained", "bag_of_embeddings_lm")  # variants initialized from the LM
 
 
 def _describe(error: ValidationError, path: Path) -> str:

@@ -63,11 +63,6 @@ def shard(batch: tuple, size: int) -> tuple | None:
                  and item.size(0) == size else item for item in batch)
 
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -85,35 +85,35 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
                             + "\n".join(failed))
 
 
-def experiments() -> Iterator[tuple[str | None, dict]]:
-    """(experiment name, reports/metrics.json) for the workspace (name None) and every
-    experiment. The file is read from each experiment's commit: ``dvc exp show`` drops
-    list-valued metrics such as the confidence intervals."""
+def experiment_revs() -> dict[str, str]:
+    """Experiment name -> commit, for the experiments ``dvc exp show`` lists (the first
+    listed wins when a name repeats)."""
+    revs: dict[str, str] = {}
 
-    def walk(entries: list[dict]) -> Iterator[tuple[str | None, dict]]:
+    def walk(entries: list[dict]) -> None:
         for entry in entries:
-            if entry.get("rev") == "workspace":
-                if Path(METRICS).is_file():
-                    yield None, json.loads(Path(METRICS).read_text(encoding="utf-8"))
-            elif entry.get("name") and entry.get("rev"):
-                shown = subprocess.run(["git", "show", f"{entry['rev']}:{METRICS}"],
-                                       capture_output=True, text=True)
-                if shown.returncode == 0:
-                    yield entry["name"], json.loads(shown.stdout)
+            if entry.get("rev") != "workspace" and entry.get("name") and entry.get("rev"):
+                revs.setdefault(entry["name"], entry["rev"])
             for group in entry.get("experiments") or []:
-                yield from walk(group.get("revs") or [])
+                walk(group.get("revs") or [])
 
-    yield from walk(json.loads(dvc("exp", "show", "--json")))
+    walk(json.loads(dvc("exp", "show", "--json")))
+    return revs
 
 
 def collect(prefix: str, names: list[str]) -> dict[str, dict]:
-    """metrics.json per point name; the newest experiment wins when names repeat."""
+    """reports/metrics.json of each point's experiment, read from the experiment's commit:
+    ``dvc exp show`` drops list-valued metrics such as the confidence intervals."""
+    revs = experiment_revs()
     found: dict[str, dict] = {}
-    for exp_name, metrics in experiments():
-        if exp_name and exp_name.startswith(f"{prefix}-"):
-            point = exp_name[len(prefix) + 1:]
-            if point in names and point not in found:
-                found[point] = metrics
+    for name in names:
+        rev = revs.get(f"{prefix}-{name}")
+        if rev is None:
+            continue
+        shown = subprocess.run(["git", "show", f"{rev}:{METRICS}"], capture_output=True,
+                               text=True)
+        if shown.returncode == 0:
+            found[name] = json.loads(shown.stdout)
     missing = [n for n in names if n not in found]
     if missing:
         raise PipelineError(f"no results for {', '.join(f'{prefix}-{n}' for n in missing)}: "
@@ -138,16 +138,15 @@ def write_table(frame: pd.DataFrame, stem: str, markdown: str) -> None:
     print(markdown)
 
 
-def learning_curve_report(params: Params, include_workspace: bool = True) -> pd.DataFrame:
+def learning_curve_report(params: Params) -> pd.DataFrame:
     points = params.studies.learning_curve
     results = collect("lc", list(points))
     table = [row | {"point": name} for name, metrics in results.items() for row in rows(metrics)]
-    if include_workspace:  # the main run (dvc repro): every labeled example
-        workspace = next((m for name, m in experiments() if name is None), None)
+    if Path(METRICS).is_file():  # the main run (dvc repro) in the workspace: every label
         sizes = {row["train_examples"] for row in table}
-        if workspace:
-            extra = [row | {"point": "all"} for row in rows(workspace)]
-            table += [row for row in extra if row["train_examples"] not in sizes]
+        workspace = json.loads(Path(METRICS).read_text(encoding="utf-8"))
+        table += [row | {"point": "all"} for row in rows(workspace)
+                  if row["train_examples"] not in sizes]
     # a point asking for more examples than the train split has is the full run again
     frame = (pd.DataFrame(table).drop_duplicates(["variant", "train_examples"])
              .sort_values(["variant", "train_examples"]))

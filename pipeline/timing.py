@@ -20,14 +20,13 @@ def peak_rss_mb() -> float:
     return max(own, children) / 1024  # ru_maxrss is in KiB on Linux
 
 
-def record_stage_time(stage: str, seconds: float, peak_mb: float | None = None,
-                      path: Path = TIMINGS) -> None:
+def record_stage_time(stage: str, seconds: float, path: Path = TIMINGS) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # several DVC queue workers may finish at once
         timings = read_timings(path)
         timings[stage] = {"seconds": round(seconds, 2),
-                          "peak_rss_mb": round(peak_rss_mb() if peak_mb is None else peak_mb)}
+                          "peak_rss_mb": round(peak_rss_mb())}
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, path)

@@ -27,9 +27,10 @@ from tqdm import tqdm
 from pipeline import distributed
 from pipeline.runtime import Runtime, release_free_memory
 
+TRIM_EVERY = 50  # optimizer steps between handing freed memory back to the OS
+
 # Test hooks: send this process a signal (SIGKILL unless PIPELINE_KILL_SIGNAL=INT) after
 # N optimizer steps, to prove that resumption and Ctrl-C handling work.
-TRIM_EVERY = 50  # optimizer steps between handing freed memory back to the OS
 KILL_AFTER_STEPS = "PIPELINE_KILL_AFTER_STEPS"
 KILL_SIGNAL = "PIPELINE_KILL_SIGNAL"
 

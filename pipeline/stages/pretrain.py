@@ -94,16 +94,16 @@ def main() -> None:
 
         mlflow.log_params({f"runtime.{k}_used": v for k, v in runtime.describe().items()})
         result = train(lambda e, m: tracking.log_epoch(m, e))
+        tokens = task.tokens_seen * distributed.world_size()  # every rank's share
         metrics = {
             "valid_perplexity": result.best["valid_perplexity"],
             "valid_loss": result.best["valid_loss"],
             "epochs": len(result.history),
             "best_epoch": result.best_epoch,
-            "tokens": task.tokens_seen * distributed.world_size(),  # every rank's share
+            "tokens": tokens,
             "stream_tokens": int(len(stream)),
             "train_seconds": result.seconds,
-            "tokens_per_second": task.tokens_seen * distributed.world_size()
-            / max(result.seconds, 1e-9),
+            "tokens_per_second": tokens / max(result.seconds, 1e-9),
         }
         checkpoint_config = {"encoder": encoder_dict(encoder), "softmax": config.softmax,
                              "cutoffs": list(config.adaptive_cutoffs)}
