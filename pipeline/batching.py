@@ -52,6 +52,16 @@ class Corpus:
         labels = None if self.labels is None else self.labels[:count]
         return Corpus(self.ids[: offsets[-1]], offsets, labels)
 
+    def reversed(self) -> Corpus:
+        """Every document's tokens in reverse order (the backward language model's text).
+
+        Documents come out in reverse order too; the language-model stream does not care.
+        """
+        ids = np.ascontiguousarray(self.ids[::-1])
+        offsets = (self.offsets[-1] - self.offsets[::-1]).astype(self.offsets.dtype)
+        labels = None if self.labels is None else self.labels[::-1].copy()
+        return Corpus(ids, offsets, labels)
+
     def take(self, indices: np.ndarray) -> Corpus:
         """Documents ``indices`` (in that order), copied out of the memory map."""
         starts, ends = self.offsets[indices], self.offsets[np.asarray(indices) + 1]

@@ -223,7 +223,7 @@ class GateParams(Section):
 class StudyPoint(Section):
     """One experiment of a study: params.yaml overrides (``dvc exp run -S key=value``)."""
 
-    set: dict[str, int | float | bool | str | None] = {}
+    set: dict[str, int | float | bool | str | list[str] | None] = {}
     description: str = ""
 
 
@@ -232,6 +232,14 @@ class StudiesParams(Section):
 
     learning_curve: dict[str, StudyPoint] = {}  # point name -> overrides
     ablation: dict[str, StudyPoint] = {}  # the first entry is the base the others change
+    pretraining_budget: dict[str, StudyPoint] = {}  # accuracy vs training time; main run too
+
+
+class EnsembleParams(Section):
+    """ULMFiT's backward language model and forward + backward ensemble (opt-in: DVC adds
+    the stages pretrain_direction@backward, train_direction@backward, ensemble@backward)."""
+
+    directions: list[Literal["backward"]] = Field([], max_length=1)
 
 
 class RuntimeParams(Section):
@@ -252,6 +260,7 @@ class Params(Section):
     model: ModelParams
     pretrain: PretrainParams
     classifier: ClassifierParams
+    ensemble: EnsembleParams = EnsembleParams()
     evaluate: EvaluateParams
     registry: RegistryParams
     gate: GateParams
@@ -264,6 +273,13 @@ class Params(Section):
 
 
 VARIANTS = ("rnn_pretrained", "rnn_scratch", "bag_of_embeddings", "bag_of_embeddings_lm")
+# opt-in (params.yaml ensemble.directions): the classifier fine-tuned from the backward LM,
+# and the ensemble evaluated from its members' mean test probabilities
+BACKWARD_VARIANT = "rnn_pretrained_backward"
+ENSEMBLES = {"rnn_pretrained_ensemble": ("rnn_pretrained", BACKWARD_VARIANT)}
+# the language model (its reports/<name>.json) each variant starts from
+LANGUAGE_MODEL_OF = {"rnn_pretrained": "pretrain", "rnn_pretrained_backward": "pretrain_backward",
+                     "bag_of_embeddings_lm": "pretrain"}
 
 
 def _describe(error: ValidationError, path: Path) -> str:

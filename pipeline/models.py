@@ -4,7 +4,9 @@
   embedding dropout (whole words), locked (variational) dropout and weight dropout
   (DropConnect on the hidden-to-hidden matrices).
 * :class:`LanguageModel` — encoder -> next-word softmax (adaptive, or full with tied weights).
-* :class:`RNNClassifier` — encoder -> concat pooling [last, max, mean] -> linear.
+* :class:`RNNClassifier` — encoder -> concat pooling [last, max, mean] -> linear; a
+  ``backward`` one reads each review from its last token to its first (ULMFiT's backward
+  model, fine-tuned from a language model trained on reversed text).
 * :class:`BagOfEmbeddings` — mean of word embeddings -> linear (the classic baseline).
 
 Checkpoints are plain dicts (config + state_dict) loadable with ``weights_only=True``.
@@ -141,13 +143,16 @@ class RNNClassifier(nn.Module):
 
     ``concat`` pooling (ULMFiT): [last hidden state, max-pool, mean-pool] over the real
     (unpadded) steps; ``last``: the last hidden state only (the classic RNN classifier).
+    ``backward``: the model reverses each row's real tokens itself, so batching,
+    inference and serving are the same for both directions.
     """
 
     def __init__(self, encoder: EncoderConfig, n_classes: int, head_dropout: float = 0.3,
-                 pooling: str = "concat") -> None:
+                 pooling: str = "concat", backward: bool = False) -> None:
         super().__init__()
         self.encoder = RNNEncoder(encoder)
         self.pooling = pooling
+        self.backward = backward
         width = 3 * encoder.hidden if pooling == "concat" else encoder.hidden
         self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(width, n_classes))
 
@@ -158,6 +163,8 @@ class RNNClassifier(nn.Module):
         return [list(self.encoder.embedding.parameters()), *layers, list(self.head.parameters())]
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.backward:
+            tokens = reverse_padded(tokens, lengths)
         out, _ = self.encoder(tokens)
         steps = torch.arange(tokens.size(1), device=tokens.device)
         mask = (steps[None, :] < lengths[:, None]).unsqueeze(-1)  # [B, T, 1], False on padding
@@ -167,6 +174,14 @@ class RNNClassifier(nn.Module):
         max_pool = out.masked_fill(~mask, float("-inf")).max(dim=1).values
         mean_pool = out.masked_fill(~mask, 0.0).sum(dim=1) / lengths[:, None].to(out.dtype)
         return self.head(torch.cat([last, max_pool, mean_pool], dim=-1))
+
+
+def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each row's first ``length`` tokens in reverse order; the padding stays at the end."""
+    steps = torch.arange(tokens.size(1), device=tokens.device)[None, :]
+    source = lengths[:, None] - 1 - steps
+    source = torch.where(source >= 0, source, steps)  # padding positions map to themselves
+    return tokens.gather(1, source)
 
 
 class BagOfEmbeddings(nn.Module):
@@ -193,7 +208,7 @@ def build_model(kind: str, config: dict) -> nn.Module:
         return LanguageModel(encoder, config["softmax"], tuple(config["cutoffs"]))
     if kind == "rnn_classifier":
         return RNNClassifier(encoder, config["n_classes"], config["head_dropout"],
-                             config.get("pooling", "concat"))
+                             config.get("pooling", "concat"), config.get("backward", False))
     if kind == "bag_of_embeddings":
         return BagOfEmbeddings(config["vocab_size"], config["embedding_dim"],
                                config["n_classes"], config["dropout"])

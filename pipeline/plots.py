@@ -91,3 +91,26 @@ def learning_curve(frame: pd.DataFrame, path: Path) -> None:
     ax.legend()
     _save(fig, path)
 
+
+
+def accuracy_vs_cost(frame: pd.DataFrame, path: Path) -> None:
+    """Test accuracy vs training time (classifier + its language models), with 95% CIs.
+
+    Rows: variant, total_train_seconds, accuracy, ci_low, ci_high, and optionally
+    ``config`` (one line per variant across configurations, e.g. LM lengths).
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant, rows in frame.groupby("variant", sort=False):
+        rows = rows.sort_values("total_train_seconds")
+        minutes, acc = rows["total_train_seconds"] / 60, 100 * rows["accuracy"]
+        errors = [acc - 100 * rows["ci_low"], 100 * rows["ci_high"] - acc]
+        ax.errorbar(minutes, acc, yerr=errors, marker="o", capsize=3, label=variant)
+        if "config" in rows:
+            for x, y, config in zip(minutes, acc, rows["config"], strict=True):
+                ax.annotate(str(config), (x, y), textcoords="offset points", xytext=(4, -10),
+                            fontsize=7)
+    ax.set(xlabel="training time, classifier + its language model(s) (minutes)",
+           ylabel="test accuracy %", title="Accuracy vs training cost (95% bootstrap intervals)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)

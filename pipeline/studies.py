@@ -6,6 +6,9 @@
   one line per variant, with 95% bootstrap intervals.
 * ``ablation`` — one experiment per technique switched off (or on), on the same data
   and seed, then reports/studies/ablation.{csv,md}: points each technique is worth.
+* ``pretraining-budget`` — one experiment per pretraining length (or any other cost
+  setting), plus the main run, then reports/studies/pretraining_budget.{csv,md,png}:
+  test accuracy vs training time (classifier + its language models) per variant.
 
 Both are read from params.yaml's ``studies`` section, queued with ``dvc exp run
 --queue`` (so each run lands in MLflow under its experiment name, like any other
@@ -14,6 +17,7 @@ Both are read from params.yaml's ``studies`` section, queued with ``dvc exp run
 
     python -m pipeline.studies learning-curve
     python -m pipeline.studies ablation --jobs 1
+    python -m pipeline.studies pretraining-budget
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ import argparse
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from pipeline.config import Params, StudyPoint, load_params
 from pipeline.errors import PipelineError, run_stage
@@ -33,6 +38,7 @@ from pipeline.io import atomic_path
 
 OUT = Path("reports/studies")
 METRICS = "reports/metrics.json"
+ENSEMBLE = "reports/ensemble.json"
 
 
 def dvc(*args: str) -> str:
@@ -101,6 +107,29 @@ def experiment_revs() -> dict[str, str]:
     return revs
 
 
+def git_file(rev: str, path: str) -> str | None:
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def workspace_file(path: str) -> str | None:
+    return Path(path).read_text(encoding="utf-8") if Path(path).is_file() else None
+
+
+def read_results(read: Callable[[str], str | None]) -> dict | None:
+    """metrics.json of one run, plus reports/ensemble.json's results when that run had the
+    ensemble switched on (its params.yaml ensemble.directions)."""
+    text = read(METRICS)
+    if text is None:
+        return None
+    metrics = json.loads(text)
+    params = yaml.safe_load(read("params.yaml") or "{}") or {}
+    ensemble = read(ENSEMBLE) if (params.get("ensemble") or {}).get("directions") else None
+    if ensemble is not None:
+        metrics["classifiers"].update(json.loads(ensemble)["classifiers"])
+    return metrics
+
+
 def collect(prefix: str, names: list[str]) -> dict[str, dict]:
     """reports/metrics.json of each point's experiment, read from the experiment's commit:
     ``dvc exp show`` drops list-valued metrics such as the confidence intervals."""
@@ -110,10 +139,9 @@ def collect(prefix: str, names: list[str]) -> dict[str, dict]:
         rev = revs.get(f"{prefix}-{name}")
         if rev is None:
             continue
-        shown = subprocess.run(["git", "show", f"{rev}:{METRICS}"], capture_output=True,
-                               text=True)
-        if shown.returncode == 0:
-            found[name] = json.loads(shown.stdout)
+        metrics = read_results(lambda path, rev=rev: git_file(rev, path))
+        if metrics is not None:
+            found[name] = metrics
     missing = [n for n in names if n not in found]
     if missing:
         raise PipelineError(f"no results for {', '.join(f'{prefix}-{n}' for n in missing)}: "
@@ -126,7 +154,8 @@ def rows(metrics: dict) -> Iterator[dict]:
         test = entry["test"]
         yield {"variant": variant, "train_examples": entry["train_examples"],
                "accuracy": test["accuracy"], "ci_low": test["accuracy_ci95"][0],
-               "ci_high": test["accuracy_ci95"][1], "train_seconds": entry["train_seconds"]}
+               "ci_high": test["accuracy_ci95"][1], "train_seconds": entry["train_seconds"],
+               "total_train_seconds": entry.get("total_train_seconds", float("nan"))}
 
 
 def write_table(frame: pd.DataFrame, stem: str, markdown: str) -> None:
@@ -142,9 +171,9 @@ def learning_curve_report(params: Params) -> pd.DataFrame:
     points = params.studies.learning_curve
     results = collect("lc", list(points))
     table = [row | {"point": name} for name, metrics in results.items() for row in rows(metrics)]
-    if Path(METRICS).is_file():  # the main run (dvc repro) in the workspace: every label
+    workspace = read_results(workspace_file)
+    if workspace is not None:  # the main run (dvc repro) in the workspace: every label
         sizes = {row["train_examples"] for row in table}
-        workspace = json.loads(Path(METRICS).read_text(encoding="utf-8"))
         table += [row | {"point": "all"} for row in rows(workspace)
                   if row["train_examples"] not in sizes]
     # a point asking for more examples than the train split has is the full run again
@@ -179,7 +208,7 @@ def ablation_report(params: Params) -> pd.DataFrame:
         for row in rows(results[name]):
             if name != base_name and not row["variant"].startswith("rnn_pretrained"):
                 continue  # each ablation changes the pretrained model; baselines come from base
-            delta = row["accuracy"] - base["rnn_pretrained"]["accuracy"]
+            delta = row["accuracy"] - base[row["variant"]]["accuracy"]  # same variant in base
             table.append(row | {"point": name, "description": point.description,
                                 "delta_vs_base": delta, "set": " ".join(overrides(point))})
     frame = pd.DataFrame(table)
@@ -193,17 +222,51 @@ def ablation_report(params: Params) -> pd.DataFrame:
                      f"{100 * r.delta_vs_base:+.2f} |")
     lines += ["", f"Every row: the same data split, vocabulary and seed; "
               f"{base['rnn_pretrained']['train_examples']:,} labeled training examples. "
-              "Rows other than the base list only rnn_pretrained; the base row lists every "
-              "variant of the same run (rnn_scratch = no pretraining).",
+              "Rows other than the base list only the pretrained RNNs (forward, backward, "
+              "their ensemble), each compared with the same variant in the base; the base "
+              "lists every variant of the same run (rnn_scratch = no pretraining).",
               "Made by `python -m pipeline.studies ablation` (params.yaml `studies.ablation`)."]
     write_table(frame, "ablation", "\n".join(lines) + "\n")
+    return frame
+
+
+def pretraining_budget_report(params: Params) -> pd.DataFrame:
+    points = params.studies.pretraining_budget
+    results = collect("budget", list(points))
+    workspace = read_results(workspace_file)
+    if workspace is not None:  # the main run (dvc repro) in the workspace
+        results["main run"] = workspace
+    table = []
+    for name, metrics in results.items():
+        lm = metrics["lm"]
+        for row in rows(metrics):
+            table.append(row | {"config": name, "lm_tokens": lm["tokens"],
+                                "lm_perplexity": lm["valid_perplexity"]})
+    frame = pd.DataFrame(table).sort_values(["variant", "total_train_seconds"])
+    lines = ["# Pretraining budget: test accuracy vs training time", "",
+             "| config | LM tokens | LM perplexity | variant | test accuracy % [95% CI] | "
+             "training time, with its LM(s) (min) |", "|---|---|---|---|---|---|"]
+    for r in frame.sort_values(["lm_tokens", "variant"]).itertuples():
+        lines.append(f"| {r.config} | {r.lm_tokens:,} | {r.lm_perplexity:.1f} | {r.variant} | "
+                     f"{100 * r.accuracy:.2f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}] | "
+                     f"{r.total_train_seconds / 60:.1f} |")
+    sets = "; ".join(f"{name}: {' '.join(overrides(point))}" for name, point in points.items())
+    lines += ["", f"Configs ({sets}; main run: params.yaml as committed) on the same data "
+              "and seed. Training time: the variant's classifier training plus the language "
+              "model(s) it starts from, as measured in that run; data preparation (shared, "
+              "about 1 minute) and evaluation are not included.",
+              "Made by `python -m pipeline.studies pretraining-budget`."]
+    write_table(frame, "pretraining_budget", "\n".join(lines) + "\n")
+    from pipeline import plots
+
+    plots.accuracy_vs_cost(frame, OUT / "pretraining_budget.png")
     return frame
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=["learning-curve", "ablation"])
+    parser.add_argument("study", choices=["learning-curve", "ablation", "pretraining-budget"])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at once")
     parser.add_argument("--report-only", action="store_true",
@@ -214,10 +277,14 @@ def main() -> None:
         if not args.report_only:
             queue(params.studies.learning_curve, "lc", args.jobs)
         learning_curve_report(params)
-    else:
+    elif args.study == "ablation":
         if not args.report_only:
             queue(ablation_points(params), "ablation", args.jobs)
         ablation_report(params)
+    else:
+        if not args.report_only:
+            queue(params.studies.pretraining_budget, "budget", args.jobs)
+        pretraining_budget_report(params)
 
 
 if __name__ == "__main__":

@@ -88,3 +88,14 @@ def test_labeled_sample_is_stratified_seeded_and_a_true_subset() -> None:
     assert corpus.labeled_sample(None, seed=1) is corpus
     with pytest.raises(PipelineError, match="smaller than the number of classes"):
         corpus.labeled_sample(1, seed=1)
+
+
+def test_reversed_corpus_reverses_every_document_and_keeps_labels() -> None:
+    docs, labels = [[5, 6, 7], [], [8, 9]], [0, 1, 1]
+    backward = corpus(docs, labels).reversed()
+    got = [list(backward.ids[backward.offsets[i]:backward.offsets[i + 1]])
+           for i in range(len(backward))]
+    assert got == [[9, 8], [], [7, 6, 5]]  # documents in reverse order, each reversed
+    assert list(backward.labels) == [1, 1, 0]
+    # the backward LM stream is the forward stream's documents read from the end
+    assert list(lm_stream([backward])) == [9, 8, EOS_ID, EOS_ID, 7, 6, 5, EOS_ID]

@@ -139,3 +139,24 @@ def test_last_state_pooling_uses_the_last_real_step() -> None:
         expected = model.head(out[:, -1])
         padded = model(torch.tensor([[5, 6, 7, 0, 0]]), torch.tensor([3]))
     assert torch.allclose(expected, padded, atol=1e-6)
+
+
+def test_backward_classifier_reads_each_review_reversed_and_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    backward = RNNClassifier(CONFIG, n_classes=2, backward=True).eval()
+    forward = RNNClassifier(CONFIG, n_classes=2).eval()
+    forward.load_state_dict(backward.state_dict())
+    tokens = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])  # the second row is padded
+    lengths = torch.tensor([4, 2])
+    reversed_by_hand = torch.tensor([[8, 7, 6, 5], [10, 9, 0, 0]])
+    with torch.no_grad():
+        expected = forward(reversed_by_hand, lengths)
+        assert torch.allclose(backward(tokens, lengths), expected, atol=1e-6)
+        assert (forward(tokens, lengths) - expected).abs().max() > 1e-4  # order matters
+    path = tmp_path / "backward.pt"
+    save_checkpoint(path, "rnn_classifier", {"encoder": encoder_dict(CONFIG), "n_classes": 2,
+                                             "head_dropout": 0.3, "backward": True}, backward)
+    loaded, _ = load_checkpoint(path)
+    assert loaded.backward
+    with torch.no_grad():
+        assert torch.allclose(loaded.eval()(tokens, lengths), expected, atol=1e-6)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 import yaml
 
-from pipeline.config import VARIANTS
-from tests.conftest import make_project, run, tiny_params
+from pipeline.config import BACKWARD_VARIANT, ENSEMBLES, VARIANTS
+from tests.conftest import make_project, run, stage, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -70,9 +71,10 @@ def test_mlflow_runs_are_linked(project: Path) -> None:
     experiment = client.get_experiment_by_name("rnn-pretrain-imdb")
     runs = client.search_runs([experiment.experiment_id])
     by_name = {r.info.run_name: r for r in runs}
-    assert {"pipeline", "pretrain", "evaluate", *[f"clf:{v}" for v in VARIANTS]} <= set(by_name)
+    stage_runs = ["pretrain", "evaluate", *[f"clf:{v}" for v in VARIANTS]]
+    assert {"pipeline", *stage_runs} <= set(by_name)
     parent = by_name["pipeline"].info.run_id
-    for name in ["pretrain", "evaluate", *[f"clf:{v}" for v in VARIANTS]]:
+    for name in stage_runs:
         run_ = by_name[name]
         assert run_.data.tags["mlflow.parentRunId"] == parent
         assert run_.data.tags["pipeline.execution_id"] == by_name["pipeline"].data.tags[
@@ -88,10 +90,11 @@ def test_mlflow_runs_are_linked(project: Path) -> None:
     assert by_name["pretrain"].data.params["pretrain.bptt"] == "8"
     # the dataset, identified by the digest of the checksums fetch verified
     digests = {name: [d.dataset.digest for d in by_name[name].inputs.dataset_inputs]
-               for name in ["pretrain", "evaluate", *[f"clf:{v}" for v in VARIANTS]]}
+               for name in stage_runs}
     assert len({tuple(d) for d in digests.values()}) == 1
     assert len(digests["pretrain"]) == 1 and len(digests["pretrain"][0]) == 16
     assert "valid_perplexity" in by_name["pretrain"].data.metrics
+    assert by_name["pretrain"].data.tags["direction"] == "forward"
 
 
 def test_second_repro_runs_nothing(project: Path) -> None:
@@ -107,3 +110,57 @@ def test_classifier_param_change_reruns_only_classifier_and_evaluate(project: Pa
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run(["dvc", "repro"], cwd=project)
     assert ran_stages(result.stdout) == ["train_rnn_scratch", "evaluate"]
+
+
+def test_backward_model_and_ensemble_are_opt_in(project: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from pipeline.batching import Corpus
+    from pipeline.models import load_checkpoint
+    from pipeline.tasks import predict_proba
+
+    assert not (project / "models/lm_backward.pt").exists()  # off by default
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["ensemble"]["directions"] = ["backward"]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(["dvc", "repro"], cwd=project)
+    assert ran_stages(result.stdout) == ["pretrain_direction@backward",
+                                         "train_direction@backward", "ensemble@backward"]
+    report = json.loads((project / "reports/ensemble.json").read_text())
+    assert set(report["classifiers"]) == {BACKWARD_VARIANT, *ENSEMBLES}
+    assert report["lm_backward"]["valid_perplexity"] > 1
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    test = Corpus.load(project / "data/vocab", "test")
+    for ensemble, members in ENSEMBLES.items():
+        probs = []
+        for member in members:
+            model, blob = load_checkpoint(project / "models" / f"{member}.pt")
+            probs.append(predict_proba(model, test, 8, blob["max_len"], torch.device("cpu")))
+        entry = report["classifiers"][ensemble]
+        assert entry["members"] == list(members)
+        accuracy = (np.mean(probs, axis=0).argmax(1) == test.labels).mean()
+        assert entry["test"]["accuracy"] == pytest.approx(accuracy)
+        # its cost counts both classifiers and both language models
+        lms = sum(json.loads((project / f"reports/{lm}.json").read_text())["train_seconds"]
+                  for lm in ("pretrain", "pretrain_backward"))
+        assert entry["total_train_seconds"] == pytest.approx(
+            lms + metrics["classifiers"]["rnn_pretrained"]["train_seconds"]
+            + report["classifiers"][BACKWARD_VARIANT]["train_seconds"])
+    assert f"| {BACKWARD_VARIANT} |" in (project / "reports/ensemble.md").read_text()
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("rnn-pretrain-imdb")
+    by_name = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert by_name["pretrain_backward"].data.tags["direction"] == "backward"
+    assert "rnn_pretrained_ensemble.test_accuracy" in by_name["ensemble"].data.metrics
+    assert "test_accuracy" in by_name[f"clf:{BACKWARD_VARIANT}"].data.metrics
+
+    # a classifier refuses a language model of the other direction, and writes nothing
+    refused = stage("train", "rnn_pretrained", "--lm", "models/lm_backward.pt",
+                    "--out-dir", str(tmp_path), "--reports", str(tmp_path), cwd=project,
+                    check=False)
+    assert refused.returncode == 1
+    assert "models/lm_backward.pt is a backward language model" in refused.stderr
+    assert not list(tmp_path.iterdir())
+    assert ran_stages(run(["dvc", "repro"], cwd=project).stdout) == []

@@ -28,6 +28,7 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_archive: Path) 
             "last_pooling": {"description": "last hidden state only",
                              "set": {"classifier.rnn_pretrained.pooling": "last"}},
         },
+        "pretraining_budget": {"lm_short": {"set": {"pretrain.epochs": 1}}},
     }
     params = tiny_params(tiny_archive)
     params["studies"] = studies  # replace (not merge into) the real study points
@@ -57,9 +58,9 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_archive: Path) 
     changed = ablation[ablation.point == "last_pooling"]
     assert changed.variant.tolist() == ["rnn_pretrained"]
     assert changed.train_examples.tolist() == [16]  # the base's overrides carried over
-    pretrained_base = base[base.variant == "rnn_pretrained"].accuracy.item()
-    assert changed.delta_vs_base.item() == pytest.approx(changed.accuracy.item()
-                                                         - pretrained_base)
+    for row in changed.itertuples():  # each compared with the same variant in the base
+        in_base = base[base.variant == row.variant].accuracy.item()
+        assert row.delta_vs_base == pytest.approx(row.accuracy - in_base)
     assert "last hidden state only" in (root / "reports/studies/ablation.md").read_text()
 
     # every experiment of both studies logged into the main repository's MLflow store
@@ -70,6 +71,21 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_archive: Path) 
         [experiment.experiment_id], "tags.`pipeline.role` = 'parent'")}
     assert {"pipeline:lc-n8", "pipeline:ablation-base",
             "pipeline:ablation-last_pooling"} <= parents
+
+    run([sys.executable, "-m", "pipeline.studies", "pretraining-budget"], cwd=root)
+    budget = pd.read_csv(root / "reports/studies/pretraining_budget.csv")
+    assert set(budget.config) == {"lm_short", "main run"}
+    assert set(budget.variant) == set(VARIANTS)
+    by = budget.set_index(["config", "variant"])
+    for config in ("lm_short", "main run"):  # the LM's cost is counted in what starts from it
+        scratch = by.loc[(config, "rnn_scratch")]
+        assert scratch.total_train_seconds == pytest.approx(scratch.train_seconds)
+        pretrained = by.loc[(config, "rnn_pretrained")]
+        assert pretrained.total_train_seconds > pretrained.train_seconds
+    # a shorter LM: fewer tokens, and the main run's rows are those of the workspace
+    assert by.loc[("lm_short", "rnn_pretrained")].lm_tokens < by.loc[
+        ("main run", "rnn_pretrained")].lm_tokens
+    assert (root / "reports/studies/pretraining_budget.png").stat().st_size > 10_000
 
     # --report-only rebuilds from what already ran; a study that never ran is an error
     run([sys.executable, "-m", "pipeline.studies", "ablation", "--report-only"], cwd=root)

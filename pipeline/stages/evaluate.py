@@ -16,7 +16,7 @@ import pandas as pd
 
 from pipeline import plots, tracking
 from pipeline.batching import Corpus
-from pipeline.config import VARIANTS, Params, load_params
+from pipeline.config import LANGUAGE_MODEL_OF, VARIANTS, Params, load_params
 from pipeline.errors import run_stage
 from pipeline.io import atomic_path, read_json, require, write_json
 from pipeline.metrics import (
@@ -27,7 +27,7 @@ from pipeline.metrics import (
     roc_points,
 )
 from pipeline.models import load_checkpoint
-from pipeline.runtime import setup
+from pipeline.runtime import Runtime, setup
 from pipeline.tasks import predict_proba
 from pipeline.timing import read_timings
 from pipeline.timing import summary as timing_summary
@@ -43,32 +43,8 @@ def comparison_table(results: dict, dataset: dict, lm: dict, capped: bool) -> st
     lines = [
         f"# Comparison on {dataset['name']} (test: {dataset['test']:,} examples)",
         "",
-        "| variant | test accuracy % [95% CI] | macro-F1 % | ROC-AUC | "
-        f"Δ accuracy vs {BASELINE} (points) [95% CI] | train time (s) |",
-        "|---|---|---|---|---|---|",
+        *results_table(results),
     ]
-    for name, entry in results.items():
-        test = entry["test"]
-        low, high = test["accuracy_ci95"]
-        diff = entry.get("vs_baseline")
-        diff_text = "—" if diff is None else (
-            f"{100 * diff['accuracy_diff']:+.2f} "
-            f"[{100 * diff['ci95'][0]:+.2f}, {100 * diff['ci95'][1]:+.2f}]")
-        auc = "n/a" if math.isnan(test["roc_auc"]) else f"{test['roc_auc']:.4f}"
-        lines.append(
-            f"| {name} | {fmt_pct(test['accuracy'])} [{fmt_pct(low)}, {fmt_pct(high)}] | "
-            f"{fmt_pct(test['macro_f1'])} | {auc} | {diff_text} | {entry['train_seconds']:.0f} |")
-    # per class, by label name: where a multi-class model fails hides behind the averages
-    classes = list(next(iter(results.values()))["test"]["per_class"])
-    lines += ["", "Test precision / recall % per class:", "",
-              "| variant | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
-    for name, entry in results.items():
-        per_class = entry["test"]["per_class"]
-        lines.append(f"| {name} | " + " | ".join(
-            f"{fmt_pct(per_class[c]['precision'])} / {fmt_pct(per_class[c]['recall'])}"
-            for c in classes) + " |")
-    if len(classes) > 2:
-        lines += ["", "ROC-AUC: macro average of the one-vs-rest AUCs."]
     lines += [
         "",
         f"Language model: valid perplexity {lm['valid_perplexity']:.1f} after "
@@ -80,6 +56,119 @@ def comparison_table(results: dict, dataset: dict, lm: dict, capped: bool) -> st
     if capped:
         lines.append("**Quick run**: some splits were capped in params.yaml (prepare.max_*).")
     return "\n".join(lines) + "\n"
+
+
+def results_table(results: dict) -> list[str]:
+    """Markdown rows: accuracy with CI, F1, AUC, difference vs the baseline, cost; per class."""
+    lines = [
+        "| variant | test accuracy % [95% CI] | macro-F1 % | ROC-AUC | "
+        f"Δ accuracy vs {BASELINE} (points) [95% CI] | train time (s) | with its LM(s) (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in results.items():
+        test = entry["test"]
+        low, high = test["accuracy_ci95"]
+        diff = entry.get("vs_baseline")
+        diff_text = "—" if diff is None else (
+            f"{100 * diff['accuracy_diff']:+.2f} "
+            f"[{100 * diff['ci95'][0]:+.2f}, {100 * diff['ci95'][1]:+.2f}]")
+        auc = "n/a" if math.isnan(test["roc_auc"]) else f"{test['roc_auc']:.4f}"
+        lines.append(
+            f"| {name} | {fmt_pct(test['accuracy'])} [{fmt_pct(low)}, {fmt_pct(high)}] | "
+            f"{fmt_pct(test['macro_f1'])} | {auc} | {diff_text} | {entry['train_seconds']:.0f} | "
+            f"{entry['total_train_seconds']:.0f} |")
+    # per class, by label name: where a multi-class model fails hides behind the averages
+    classes = list(next(iter(results.values()))["test"]["per_class"])
+    lines += ["", "Test precision / recall % per class:", "",
+              "| variant | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+    for name, entry in results.items():
+        per_class = entry["test"]["per_class"]
+        lines.append(f"| {name} | " + " | ".join(
+            f"{fmt_pct(per_class[c]['precision'])} / {fmt_pct(per_class[c]['recall'])}"
+            for c in classes) + " |")
+    if len(classes) > 2:
+        lines += ["", "ROC-AUC: macro average of the one-vs-rest AUCs."]
+    return lines
+
+
+def lm_summary(lm: dict) -> dict:
+    return {"valid_perplexity": lm["valid_perplexity"], "epochs": lm["epochs"],
+            "tokens": lm["tokens"]}
+
+
+def evaluate_model(variant: str, models_dir: Path, reports: Path, test: Corpus,
+                   indices: np.ndarray, label_names: list[str], vocab_size: int,
+                   runtime: Runtime) -> tuple[np.ndarray, dict, str]:
+    """Test probabilities, the result entry and the training run id of one classifier."""
+    model, blob = load_checkpoint(models_dir / f"{variant}.pt", vocab_size=vocab_size)
+    model.to(runtime.device)
+    started = time.perf_counter()
+    probs = predict_proba(model, test, 256, blob["max_len"], runtime.device, runtime)
+    inference_seconds = time.perf_counter() - started
+    summary = read_json(require(reports / "train" / f"{variant}.json",
+                                f"{variant} training summary"))
+    test_metrics = classification_metrics(test.labels, probs, label_names)
+    test_metrics["accuracy_ci95"] = accuracy_interval(probs.argmax(1) == test.labels, indices)
+    print(f"[evaluate] {variant}: accuracy {test_metrics['accuracy']:.4f} "
+          f"(inference {inference_seconds:.1f} s)")
+    return probs, {"test": test_metrics, "train_seconds": summary["train_seconds"],
+                   "valid_accuracy": summary["valid_accuracy"],
+                   "inference_seconds": inference_seconds,
+                   "train_examples": summary["train_examples"]}, summary["mlflow_run_id"]
+
+
+def add_costs(results: dict, lm_seconds: dict[str, float]) -> None:
+    """``total_train_seconds``: a result's classifier training plus the language model(s)
+    it starts from (``lm_seconds``: pretrain stage name -> its training seconds)."""
+    for name, entry in results.items():
+        members = entry.get("members", [name])
+        lms = {LANGUAGE_MODEL_OF[m] for m in members if m in LANGUAGE_MODEL_OF}
+        entry["total_train_seconds"] = (sum(results[m]["train_seconds"] for m in members)
+                                        + sum(lm_seconds[lm] for lm in sorted(lms)))
+
+
+def add_baseline_differences(results: dict, probs: dict, labels: np.ndarray,
+                             indices: np.ndarray) -> None:
+    baseline_correct = probs[BASELINE].argmax(1) == labels
+    for variant in results:
+        if variant == BASELINE:
+            continue
+        correct = probs[variant].argmax(1) == labels
+        results[variant]["vs_baseline"] = {
+            "baseline": BASELINE,
+            "accuracy_diff": float(correct.mean() - baseline_correct.mean()),
+            "ci95": difference_interval(correct, baseline_correct, indices),
+        }
+
+
+def cost_frame(results: dict) -> pd.DataFrame:
+    return pd.DataFrame([{"variant": v, "total_train_seconds": e["total_train_seconds"],
+                          "accuracy": e["test"]["accuracy"],
+                          "ci_low": e["test"]["accuracy_ci95"][0],
+                          "ci_high": e["test"]["accuracy_ci95"][1]} for v, e in results.items()])
+
+
+def log_test_metrics(results: dict, sources: dict[str, str]) -> None:
+    """Inside an MLflow run: every result's test metrics, also on its own training run."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for variant, entry in results.items():
+        test_metrics = entry["test"]
+        flat = {"test_accuracy": test_metrics["accuracy"],
+                "test_macro_f1": test_metrics["macro_f1"],
+                "test_roc_auc": test_metrics["roc_auc"],
+                "test_accuracy_ci95_low": test_metrics["accuracy_ci95"][0],
+                "test_accuracy_ci95_high": test_metrics["accuracy_ci95"][1],
+                "test_inference_seconds": entry["inference_seconds"]}
+        flat = {k: v for k, v in flat.items() if not math.isnan(v)}
+        mlflow.log_metrics({f"{variant}.{k}": v for k, v in flat.items()})
+        if variant not in sources:
+            continue  # an ensemble: no training run of its own
+        # the same metric names on every classifier's own run: comparable column by column
+        for key, value in flat.items():
+            client.log_metric(sources[variant], key, value)
+        mlflow.set_tag(f"source_run.{variant}", sources[variant])
 
 
 def main() -> None:
@@ -104,40 +193,15 @@ def main() -> None:
 
     probs, results, sources = {}, {}, {}
     for variant in VARIANTS:
-        model, blob = load_checkpoint(models_dir / f"{variant}.pt", vocab_size=info["vocab_size"])
-        model.to(runtime.device)
-        started = time.perf_counter()
-        probs[variant] = predict_proba(model, test, 256, blob["max_len"], runtime.device, runtime)
-        inference_seconds = time.perf_counter() - started
-        train_summary = read_json(require(reports / "train" / f"{variant}.json",
-                                          f"{variant} training summary"))
-        sources[variant] = train_summary["mlflow_run_id"]
-        test_metrics = classification_metrics(labels, probs[variant], label_names)
-        correct = probs[variant].argmax(1) == labels
-        test_metrics["accuracy_ci95"] = accuracy_interval(correct, indices)
-        results[variant] = {"test": test_metrics, "train_seconds": train_summary["train_seconds"],
-                            "valid_accuracy": train_summary["valid_accuracy"],
-                            "inference_seconds": inference_seconds,
-                            "train_examples": train_summary["train_examples"]}
-        print(f"[evaluate] {variant}: accuracy {test_metrics['accuracy']:.4f} "
-              f"(inference {inference_seconds:.1f} s)")
-
-    baseline_correct = probs[BASELINE].argmax(1) == labels
-    for variant in VARIANTS:
-        if variant == BASELINE:
-            continue
-        correct = probs[variant].argmax(1) == labels
-        results[variant]["vs_baseline"] = {
-            "baseline": BASELINE,
-            "accuracy_diff": float(correct.mean() - baseline_correct.mean()),
-            "ci95": difference_interval(correct, baseline_correct, indices),
-        }
+        probs[variant], results[variant], sources[variant] = evaluate_model(
+            variant, models_dir, reports, test, indices, label_names, info["vocab_size"], runtime)
+    add_costs(results, {"pretrain": lm_metrics["train_seconds"]})
+    add_baseline_differences(results, probs, labels, indices)
 
     counts = {split: stats["documents"] for split, stats in info["splits"].items()}
     dataset = {"name": info["dataset"], **counts}
     metrics = {
-        "lm": {"valid_perplexity": lm_metrics["valid_perplexity"], "epochs": lm_metrics["epochs"],
-               "tokens": lm_metrics["tokens"]},
+        "lm": lm_summary(lm_metrics),
         "classifiers": results,
         "dataset": dataset,
     }
@@ -147,7 +211,7 @@ def main() -> None:
     plot_dir = reports / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     roc = {}
-    for variant in VARIANTS:
+    for variant in results:
         fpr, tpr = roc_points(labels, probs[variant])
         roc[variant] = (fpr, tpr, results[variant]["test"]["roc_auc"])
         with atomic_path(plot_dir / f"roc_{variant}.csv") as tmp:
@@ -161,10 +225,12 @@ def main() -> None:
     lm_curve = pd.read_csv(lm_curve_path) if lm_curve_path.exists() else None
     plots.training_curves(curves, lm_curve, plot_dir / "training_curves.png")
     plots.roc_curves(roc, plot_dir / "roc.png")
-    plots.confusion_matrices({v: results[v]["test"]["confusion_matrix"] for v in VARIANTS},
+    plots.confusion_matrices({v: results[v]["test"]["confusion_matrix"] for v in results},
                              label_names, plot_dir / "confusion.png")
-    plots.accuracy_comparison({v: results[v]["test"] for v in VARIANTS},
+    plots.accuracy_comparison({v: results[v]["test"] for v in results},
                               plot_dir / "accuracy.png")
+    # not under plots/ (a deterministic output): its x axis is measured time
+    plots.accuracy_vs_cost(cost_frame(results), reports / "accuracy_vs_train_time.png")
 
     write_json(reports / "metrics.json", metrics)
     table = comparison_table(results, dataset, lm_metrics, capped)
@@ -174,26 +240,11 @@ def main() -> None:
 
     with tracking.stage_run(params, "evaluate", "evaluate", ("data", "evaluate")):
         import mlflow
-        from mlflow import MlflowClient
 
-        client = MlflowClient()
-        for variant in VARIANTS:
-            test_metrics = results[variant]["test"]
-            flat = {"test_accuracy": test_metrics["accuracy"],
-                    "test_macro_f1": test_metrics["macro_f1"],
-                    "test_roc_auc": test_metrics["roc_auc"],
-                    "test_accuracy_ci95_low": test_metrics["accuracy_ci95"][0],
-                    "test_accuracy_ci95_high": test_metrics["accuracy_ci95"][1],
-                    "test_inference_seconds": results[variant]["inference_seconds"]}
-            flat = {k: v for k, v in flat.items() if not math.isnan(v)}
-            # the same metric names on every classifier's own run: comparable column by column
-            for key, value in flat.items():
-                client.log_metric(sources[variant], key, value)
-            mlflow.log_metrics({f"{variant}.{k}": v for k, v in flat.items()})
-            mlflow.set_tag(f"source_run.{variant}", sources[variant])
+        log_test_metrics(results, sources)
         mlflow.log_artifact(str(reports / "metrics.json"))
         mlflow.log_artifact(str(reports / "comparison.md"))
-        for png in sorted(plot_dir.glob("*.png")):
+        for png in [*sorted(plot_dir.glob("*.png")), reports / "accuracy_vs_train_time.png"]:
             mlflow.log_artifact(str(png), artifact_path="plots")
         from pipeline.registry import register_best  # imports mlflow.pyfunc: only here
 

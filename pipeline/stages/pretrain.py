@@ -1,4 +1,9 @@
-"""Stage 5 — pretrain: an RNN language model on train + unlabeled text, no labels."""
+"""Stage 5 — pretrain: an RNN language model on train + unlabeled text, no labels.
+
+``--direction backward`` trains the same model on every document read from its end to
+its start (ULMFiT's backward LM): its classifier, ``rnn_pretrained_backward``, makes
+errors unlike the forward one's, and evaluate averages the two (the ensemble).
+"""
 
 from __future__ import annotations
 
@@ -37,6 +42,9 @@ def checkpointing(params: Params, name: str, sections: tuple[str, ...], data_inf
                          fingerprint)
 
 
+DIRECTIONS = ("forward", "backward")
+
+
 def training_corpora(data_dir: Path, max_documents: int | None) -> list[Corpus]:
     train, unlabeled = Corpus.load(data_dir, "train"), Corpus.load(data_dir, "unlabeled")
     if max_documents is None:
@@ -45,9 +53,15 @@ def training_corpora(data_dir: Path, max_documents: int | None) -> list[Corpus]:
     return [train, unlabeled.subset(max_documents - len(train))]
 
 
+def in_direction(corpora: list[Corpus], direction: str) -> list[Corpus]:
+    return corpora if direction == "forward" else [c.reversed() for c in corpora]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--direction", choices=DIRECTIONS, default="forward",
+                        help="backward: every document reversed (the backward LM)")
     parser.add_argument("--data", default="data/vocab")
     parser.add_argument("--out", default="models/lm.pt")
     parser.add_argument("--metrics", default="reports/pretrain.json")
@@ -61,8 +75,10 @@ def main() -> None:
     if distributed.is_main():
         tracking.connect()  # fail fast, before any training
 
-    stream = lm_stream(training_corpora(data_dir, config.max_documents))
-    valid_stream = lm_stream([Corpus.load(data_dir, "valid")])
+    direction = args.direction
+    name = "pretrain" if direction == "forward" else f"pretrain_{direction}"
+    stream = lm_stream(in_direction(training_corpora(data_dir, config.max_documents), direction))
+    valid_stream = lm_stream(in_direction([Corpus.load(data_dir, "valid")], direction))
     if len(valid_stream) < 4:
         raise PipelineError("the valid split has too little text to measure perplexity")
     batches = BPTTBatches(stream, config.batch_size, config.bptt)
@@ -75,27 +91,28 @@ def main() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     scheduler = one_cycle(optimizer, config.epochs * task.steps_per_epoch)
-    print(f"[pretrain] stream of {len(stream):,} tokens; {config.epochs} epoch(s) x "
+    print(f"[{name}] {direction} stream of {len(stream):,} tokens; {config.epochs} epoch(s) x "
           f"{task.steps_per_epoch} steps of {config.batch_size}x{config.bptt}; "
           f"{sum(p.numel() for p in model.parameters()):,} parameters; {runtime.describe()}")
 
-    checkpoint = checkpointing(params, "pretrain", ("data", "vocab", "model", "pretrain"), info)
+    checkpoint = checkpointing(params, name, ("data", "vocab", "model", "pretrain"), info)
 
     def train(on_epoch: Callable[[int, dict], None] | None) -> FitResult:
         return fit(model, task, optimizer, scheduler, runtime, epochs=config.epochs,
                    clip=config.clip, monitor="valid_loss", higher_is_better=False,
-                   desc="pretrain", on_epoch=on_epoch, checkpoint=checkpoint)
+                   desc=name, on_epoch=on_epoch, checkpoint=checkpoint)
 
     if not distributed.is_main():  # torchrun: rank 0 logs and writes the outputs
         train(None)
         return
-    with tracking.stage_run(params, "pretrain", "pretrain", SECTIONS):
+    with tracking.stage_run(params, name, name, SECTIONS):
         import mlflow
 
         mlflow.log_params({f"runtime.{k}_used": v for k, v in runtime.describe().items()})
         result = train(lambda e, m: tracking.log_epoch(m, e))
         tokens = task.tokens_seen * distributed.world_size()  # every rank's share
         metrics = {
+            "direction": direction,
             "valid_perplexity": result.best["valid_perplexity"],
             "valid_loss": result.best["valid_loss"],
             "epochs": len(result.history),
@@ -108,15 +125,16 @@ def main() -> None:
         checkpoint_config = {"encoder": encoder_dict(encoder), "softmax": config.softmax,
                              "cutoffs": list(config.adaptive_cutoffs)}
         save_checkpoint(Path(args.out), "language_model", checkpoint_config, model,
-                        {"vocab_size": info["vocab_size"]})
+                        {"vocab_size": info["vocab_size"], "direction": direction})
         write_json(args.metrics, metrics)
         with atomic_path(args.curve) as tmp:
             pd.DataFrame(result.history).to_csv(tmp, index=False)
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        mlflow.set_tag("direction", direction)
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "direction"})
         mlflow.log_artifact(args.out, artifact_path="model")
         mlflow.log_artifact(args.curve, artifact_path="curves")
     checkpoint.discard()  # outputs are safely written: nothing left to resume
-    print(f"[pretrain] best valid perplexity {metrics['valid_perplexity']:.1f} "
+    print(f"[{name}] best valid perplexity {metrics['valid_perplexity']:.1f} "
           f"({metrics['tokens_per_second']:.0f} tokens/s)")
 
 

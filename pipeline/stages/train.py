@@ -1,6 +1,8 @@
 """Stage 6 — train one classifier variant on the labeled train split, selected on valid.
 
 Variants: ``rnn_pretrained`` (encoder from the language model, fine-tuned),
+``rnn_pretrained_backward`` (the same from the backward language model, reading each
+review from its end; fine-tuned with ``classifier.rnn_pretrained``'s settings),
 ``rnn_scratch`` (same architecture, random init), ``bag_of_embeddings`` (mean of word
 embeddings -> linear) and ``bag_of_embeddings_lm`` (the same, its embeddings starting
 from the language model's). All use the same training loop. ``classifier.train_examples``
@@ -20,7 +22,7 @@ from torch import nn
 
 from pipeline import distributed, tracking
 from pipeline.batching import Corpus
-from pipeline.config import VARIANTS, Params, load_params
+from pipeline.config import BACKWARD_VARIANT, VARIANTS, Params, load_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path, read_json, require, write_json
 from pipeline.models import (
@@ -43,10 +45,19 @@ def architecture(config: EncoderConfig) -> tuple:
     return (config.vocab_size, config.cell, config.embedding_dim, config.hidden, config.layers)
 
 
-def pretrained_encoder(lm_path: Path, params: Params, vocab_size: int) -> RNNEncoder:
+def settings_of(params: Params, variant: str):  # noqa: ANN201 (one of four settings types)
+    """A variant's classifier settings; the backward model is fine-tuned like the forward."""
+    return getattr(params.classifier, "rnn_pretrained" if variant == BACKWARD_VARIANT else variant)
+
+
+def pretrained_encoder(lm_path: Path, params: Params, vocab_size: int,
+                       direction: str = "forward") -> RNNEncoder:
     """The language model's encoder, checked against params.yaml's model section."""
     encoder = encoder_config(params, vocab_size)
-    lm, _ = load_checkpoint(lm_path, "language_model", vocab_size)
+    lm, blob = load_checkpoint(lm_path, "language_model", vocab_size)
+    if blob.get("direction", "forward") != direction:
+        raise PipelineError(f"{lm_path} is a {blob.get('direction', 'forward')} language model; "
+                            f"this classifier needs a {direction} one")
     if architecture(lm.encoder.config) != architecture(encoder):
         raise PipelineError(
             f"{lm_path} was trained with encoder {lm.encoder.config}, but params.yaml "
@@ -70,16 +81,19 @@ def build(variant: str, params: Params, vocab_size: int, n_classes: int, lm_path
                 model.embedding.weight.copy_(lm_encoder.embedding.weight)
         return model, "bag_of_embeddings", config, [{"params": model.parameters(),
                                                       "lr": boe.lr}]
-    settings = getattr(params.classifier, variant)
+    settings = settings_of(params, variant)
     encoder = encoder_config(params, vocab_size)
     if settings.weight_dropout is not None:
         encoder = replace(encoder, weight_dropout=settings.weight_dropout)
-    model = RNNClassifier(encoder, n_classes, settings.head_dropout, settings.pooling)
-    if variant == "rnn_pretrained":
+    backward = variant == BACKWARD_VARIANT
+    model = RNNClassifier(encoder, n_classes, settings.head_dropout, settings.pooling, backward)
+    if variant in ("rnn_pretrained", BACKWARD_VARIANT):
+        direction = "backward" if backward else "forward"
         model.encoder.load_state_dict(
-            pretrained_encoder(lm_path, params, vocab_size).state_dict())
+            pretrained_encoder(lm_path, params, vocab_size, direction).state_dict())
     config = {"encoder": encoder_dict(encoder), "n_classes": n_classes,
-              "head_dropout": settings.head_dropout, "pooling": settings.pooling}
+              "head_dropout": settings.head_dropout, "pooling": settings.pooling,
+              "backward": backward}
     # discriminative learning rates: lower layers (more general features) move slower
     layer_groups = model.layer_groups()
     top = len(layer_groups) - 1
@@ -102,7 +116,7 @@ def gradual_unfreezing(model: RNNClassifier) -> Callable[[int], None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("variant", choices=VARIANTS)
+    parser.add_argument("variant", choices=(*VARIANTS, BACKWARD_VARIANT))
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", default="data/vocab")
     parser.add_argument("--lm", default="models/lm.pt")
@@ -126,7 +140,7 @@ def main() -> None:
                                         Path(args.lm))
     model.to(runtime.device)
     common = params.classifier
-    settings = getattr(common, variant)
+    settings = settings_of(params, variant)
     batch_size = getattr(settings, "batch_size", common.batch_size)
     task = ClassifierTask(train, valid, batch_size, common.max_len, params.runtime.seed,
                           runtime.device)

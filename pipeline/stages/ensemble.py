@@ -1,0 +1,98 @@
+"""Stage 7b (opt-in) — ensemble: the forward and backward pretrained classifiers averaged.
+
+Runs when params.yaml ``ensemble.directions`` is ``[backward]`` (ULMFiT's recipe): evaluates
+``rnn_pretrained_backward`` and ``rnn_pretrained_ensemble`` (the mean class probabilities
+of ``rnn_pretrained`` and ``rnn_pretrained_backward``) on the same test set and bootstrap
+resamples as evaluate, against the same baseline. Writes reports/ensemble.json (the same
+layout as metrics.json) and reports/ensemble.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import tracking
+from pipeline.batching import Corpus
+from pipeline.config import BACKWARD_VARIANT, ENSEMBLES, Params, load_params
+from pipeline.errors import run_stage
+from pipeline.io import atomic_path, read_json, require, write_json
+from pipeline.metrics import accuracy_interval, bootstrap_indices, classification_metrics
+from pipeline.runtime import setup
+from pipeline.stages.evaluate import (
+    BASELINE,
+    add_baseline_differences,
+    add_costs,
+    evaluate_model,
+    lm_summary,
+    log_test_metrics,
+    results_table,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--data", default="data/vocab")
+    parser.add_argument("--models", default="models")
+    parser.add_argument("--reports", default="reports")
+    args = parser.parse_args()
+    params: Params = load_params(args.params)
+    data_dir, models_dir, reports = Path(args.data), Path(args.models), Path(args.reports)
+    info = read_json(require(data_dir / "info.json", "vocabulary"))
+    runtime = setup(params.runtime)
+    tracking.connect()
+
+    test = Corpus.load(data_dir, "test")
+    labels = test.labels
+    # the same resamples as evaluate (same seed and size), so intervals are comparable
+    indices = bootstrap_indices(len(labels), params.evaluate.bootstrap_samples,
+                                params.evaluate.seed)
+    lms = {name: read_json(require(reports / f"{name}.json", f"{name} metrics"))
+           for name in ("pretrain", "pretrain_backward")}
+    (name, members), = ENSEMBLES.items()
+    probs, results, sources = {}, {}, {}
+    for variant in (*members, BASELINE):
+        probs[variant], results[variant], sources[variant] = evaluate_model(
+            variant, models_dir, reports, test, indices, info["label_names"],
+            info["vocab_size"], runtime)
+    # ULMFiT averages its forward and backward models' predictions
+    probs[name] = np.mean([probs[m] for m in members], axis=0)
+    test_metrics = classification_metrics(labels, probs[name], info["label_names"])
+    test_metrics["accuracy_ci95"] = accuracy_interval(probs[name].argmax(1) == labels, indices)
+    results[name] = {
+        "test": test_metrics, "members": list(members),
+        "train_seconds": sum(results[m]["train_seconds"] for m in members),
+        "inference_seconds": sum(results[m]["inference_seconds"] for m in members),
+        "train_examples": results[members[0]]["train_examples"]}
+    print(f"[ensemble] {name} (mean of {' + '.join(members)}): "
+          f"accuracy {test_metrics['accuracy']:.4f}")
+    add_costs(results, {lm: metrics["train_seconds"] for lm, metrics in lms.items()})
+    add_baseline_differences(results, probs, labels, indices)
+
+    # evaluate already reports rnn_pretrained and the baseline: keep only what is new here
+    shown = {v: results[v] for v in (BACKWARD_VARIANT, name)}
+    write_json(reports / "ensemble.json", {"lm_backward": lm_summary(lms["pretrain_backward"]),
+                                           "classifiers": shown})
+    lines = ["# Forward + backward ensemble (test set as in comparison.md)", "",
+             *results_table({v: results[v] for v in (members[0], *shown)}), "",
+             f"{name}: mean class probabilities of {' + '.join(members)}. Backward language "
+             f"model: valid perplexity {lms['pretrain_backward']['valid_perplexity']:.1f} "
+             f"(forward: {lms['pretrain']['valid_perplexity']:.1f}).",
+             "Intervals: paired percentile bootstrap over the test set (evaluate's resamples)."]
+    with atomic_path(reports / "ensemble.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n" + "\n".join(lines))
+
+    with tracking.stage_run(params, "ensemble", "ensemble", ("data", "ensemble", "evaluate")):
+        import mlflow
+
+        log_test_metrics(shown, sources)
+        mlflow.log_artifact(str(reports / "ensemble.json"))
+        mlflow.log_artifact(str(reports / "ensemble.md"))
+
+
+if __name__ == "__main__":
+    run_stage("ensemble", main)
