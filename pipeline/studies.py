@@ -232,17 +232,21 @@ def ablation_report(params: Params) -> pd.DataFrame:
 
 def pretraining_budget_report(params: Params) -> pd.DataFrame:
     points = params.studies.pretraining_budget
-    results = collect("budget", list(points))
+    results: dict[str, dict] = {}
     workspace = read_results(workspace_file)
     if workspace is not None:  # the main run (dvc repro) in the workspace
         results["main run"] = workspace
+    results |= collect("budget", list(points))
     table = []
     for name, metrics in results.items():
         lm = metrics["lm"]
         for row in rows(metrics):
             table.append(row | {"config": name, "lm_tokens": lm["tokens"],
                                 "lm_perplexity": lm["valid_perplexity"]})
-    frame = pd.DataFrame(table).sort_values(["variant", "total_train_seconds"])
+    # a variant a config did not change (its stage was reused from the cache) is listed once
+    frame = (pd.DataFrame(table)
+             .drop_duplicates(["variant", "accuracy", "total_train_seconds"])
+             .sort_values(["variant", "total_train_seconds"]))
     lines = ["# Pretraining budget: test accuracy vs training time", "",
              "| config | LM tokens | LM perplexity | variant | test accuracy % [95% CI] | "
              "training time, with its LM(s) (min) |", "|---|---|---|---|---|---|"]
@@ -254,7 +258,8 @@ def pretraining_budget_report(params: Params) -> pd.DataFrame:
     lines += ["", f"Configs ({sets}; main run: params.yaml as committed) on the same data "
               "and seed. Training time: the variant's classifier training plus the language "
               "model(s) it starts from, as measured in that run; data preparation (shared, "
-              "about 1 minute) and evaluation are not included.",
+              "about 1 minute) and evaluation are not included. Results a config reuses "
+              "unchanged from another (cached stages) are listed once.",
               "Made by `python -m pipeline.studies pretraining-budget`."]
     write_table(frame, "pretraining_budget", "\n".join(lines) + "\n")
     from pipeline import plots

@@ -22,7 +22,15 @@ from torch import nn
 
 from pipeline import distributed, tracking
 from pipeline.batching import Corpus
-from pipeline.config import BACKWARD_VARIANT, VARIANTS, Params, load_params
+from pipeline.config import (
+    BACKWARD_VARIANT,
+    VARIANTS,
+    BagOfEmbeddingsLMParams,
+    BagOfEmbeddingsParams,
+    Params,
+    RNNClassifierParams,
+    load_params,
+)
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path, read_json, require, write_json
 from pipeline.models import (
@@ -45,7 +53,8 @@ def architecture(config: EncoderConfig) -> tuple:
     return (config.vocab_size, config.cell, config.embedding_dim, config.hidden, config.layers)
 
 
-def settings_of(params: Params, variant: str):  # noqa: ANN201 (one of four settings types)
+def settings_of(params: Params, variant: str
+                ) -> RNNClassifierParams | BagOfEmbeddingsParams | BagOfEmbeddingsLMParams:
     """A variant's classifier settings; the backward model is fine-tuned like the forward."""
     return getattr(params.classifier, "rnn_pretrained" if variant == BACKWARD_VARIANT else variant)
 
