@@ -76,10 +76,13 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_archive: Path) 
     budget = pd.read_csv(root / "reports/studies/pretraining_budget.csv")
     assert set(budget.config) == {"lm_short", "main run"}
     assert set(budget.variant) == set(VARIANTS)
+    # what the experiment reused from the cache (no LM under it) is listed once
+    for variant in ("rnn_scratch", "bag_of_embeddings"):
+        assert budget.loc[budget.variant == variant, "config"].tolist() == ["main run"]
     by = budget.set_index(["config", "variant"])
+    scratch = by.loc[("main run", "rnn_scratch")]
+    assert scratch.total_train_seconds == pytest.approx(scratch.train_seconds)
     for config in ("lm_short", "main run"):  # the LM's cost is counted in what starts from it
-        scratch = by.loc[(config, "rnn_scratch")]
-        assert scratch.total_train_seconds == pytest.approx(scratch.train_seconds)
         pretrained = by.loc[(config, "rnn_pretrained")]
         assert pretrained.total_train_seconds > pretrained.train_seconds
     # a shorter LM: fewer tokens, and the main run's rows are those of the workspace
