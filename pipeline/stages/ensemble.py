@@ -9,18 +9,13 @@ layout as metrics.json) and reports/ensemble.md.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 
 from pipeline import tracking
-from pipeline.batching import Corpus
-from pipeline.config import BACKWARD_VARIANT, ENSEMBLES, Params, load_params
+from pipeline.config import BACKWARD_VARIANT, ENSEMBLES
 from pipeline.errors import run_stage
 from pipeline.io import atomic_path, read_json, require, write_json
-from pipeline.metrics import accuracy_interval, bootstrap_indices, classification_metrics
-from pipeline.runtime import setup
+from pipeline.metrics import accuracy_interval, classification_metrics
 from pipeline.stages.evaluate import (
     BASELINE,
     add_baseline_differences,
@@ -29,27 +24,14 @@ from pipeline.stages.evaluate import (
     lm_summary,
     log_test_metrics,
     results_table,
+    start_evaluation,
 )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--data", default="data/vocab")
-    parser.add_argument("--models", default="models")
-    parser.add_argument("--reports", default="reports")
-    args = parser.parse_args()
-    params: Params = load_params(args.params)
-    data_dir, models_dir, reports = Path(args.data), Path(args.models), Path(args.reports)
-    info = read_json(require(data_dir / "info.json", "vocabulary"))
-    runtime = setup(params.runtime)
-    tracking.connect()
-
-    test = Corpus.load(data_dir, "test")
-    labels = test.labels
-    # the same resamples as evaluate (same seed and size), so intervals are comparable
-    indices = bootstrap_indices(len(labels), params.evaluate.bootstrap_samples,
-                                params.evaluate.seed)
+    run = start_evaluation(__doc__)
+    params, models_dir, reports, info = run.params, run.models_dir, run.reports, run.info
+    test, indices, labels = run.test, run.indices, run.test.labels
     lms = {name: read_json(require(reports / f"{name}.json", f"{name} metrics"))
            for name in ("pretrain", "pretrain_backward")}
     (name, members), = ENSEMBLES.items()
@@ -57,7 +39,7 @@ def main() -> None:
     for variant in (*members, BASELINE):
         probs[variant], results[variant], sources[variant] = evaluate_model(
             variant, models_dir, reports, test, indices, info["label_names"],
-            info["vocab_size"], runtime)
+            info["vocab_size"], run.runtime)
     # ULMFiT averages its forward and backward models' predictions
     probs[name] = np.mean([probs[m] for m in members], axis=0)
     test_metrics = classification_metrics(labels, probs[name], info["label_names"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -171,24 +172,43 @@ def log_test_metrics(results: dict, sources: dict[str, str]) -> None:
         mlflow.set_tag(f"source_run.{variant}", sources[variant])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+@dataclass(frozen=True)
+class Evaluation:
+    """What evaluate and the ensemble stage share: settings, paths, test set, resamples."""
+
+    params: Params
+    models_dir: Path
+    reports: Path
+    info: dict
+    runtime: Runtime
+    test: Corpus
+    indices: np.ndarray  # the bootstrap resamples: the same seed and size in both stages
+
+
+def start_evaluation(description: str) -> Evaluation:
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", default="data/vocab")
     parser.add_argument("--models", default="models")
     parser.add_argument("--reports", default="reports")
     args = parser.parse_args()
     params: Params = load_params(args.params)
-    data_dir, models_dir, reports = Path(args.data), Path(args.models), Path(args.reports)
+    data_dir = Path(args.data)
     info = read_json(require(data_dir / "info.json", "vocabulary"))
-    label_names = info["label_names"]
     runtime = setup(params.runtime)
     tracking.connect()
-
     test = Corpus.load(data_dir, "test")
-    labels = test.labels
-    indices = bootstrap_indices(len(labels), params.evaluate.bootstrap_samples,
+    indices = bootstrap_indices(len(test.labels), params.evaluate.bootstrap_samples,
                                 params.evaluate.seed)
+    return Evaluation(params, Path(args.models), Path(args.reports), info, runtime, test, indices)
+
+
+def main() -> None:
+    run = start_evaluation(__doc__)
+    params, models_dir, reports = run.params, run.models_dir, run.reports
+    info, runtime, test, indices = run.info, run.runtime, run.test, run.indices
+    label_names = info["label_names"]
+    labels = test.labels
     lm_metrics = read_json(require(reports / "pretrain.json", "language-model metrics"))
 
     probs, results, sources = {}, {}, {}
