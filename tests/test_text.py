@@ -2,7 +2,16 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pipeline.text import EOS, PAD, UNK, UNK_ID, Vocab, clean_text, tokenize
+from pipeline.text import (
+    EOS,
+    PAD,
+    UNK,
+    UNK_ID,
+    Vocab,
+    clean_text,
+    tokenize,
+    tokenize_to_arrow,
+)
 
 
 def test_clean_text_strips_markup_and_spaces() -> None:
@@ -26,6 +35,16 @@ def test_parallel_tokenization_matches_one_process() -> None:
     parallel = [doc for batch in tokenize(texts, workers=2, batch_size=10) for doc in batch]
     assert parallel == single
     assert len(single) == 97
+
+
+def test_arrow_tokenization_matches_token_lists() -> None:
+    """The stage's path (workers send Arrow arrays) gives the same tokens, in order."""
+    texts = [f"Review {i}: it wasn't bad—was it? «Très» {'😀' * (i % 3)}" for i in range(53)]
+    expected = [doc for batch in tokenize(texts, workers=1, batch_size=7) for doc in batch]
+    for workers in (1, 2):
+        arrays = list(tokenize_to_arrow(texts, workers=workers, batch_size=7))
+        assert len(arrays) == 8
+        assert [doc for array in arrays for doc in array.to_pylist()] == expected
 
 
 def test_vocab_is_deterministic_and_bounded() -> None:

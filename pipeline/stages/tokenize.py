@@ -14,9 +14,9 @@ from pipeline.config import TokenizeParams, load_params
 from pipeline.errors import run_stage
 from pipeline.io import atomic_path, require
 from pipeline.stages.prepare import SPLITS
-from pipeline.text import tokenize
+from pipeline.text import TOKEN_LISTS, tokenize_to_arrow
 
-SCHEMA = pa.schema([("id", pa.string()), ("tokens", pa.list_(pa.string()))])
+SCHEMA = pa.schema([("id", pa.string()), ("tokens", TOKEN_LISTS)])
 
 
 def tokenize_split(source: Path, target: Path, params: TokenizeParams) -> int:
@@ -27,7 +27,9 @@ def tokenize_split(source: Path, target: Path, params: TokenizeParams) -> int:
     with pq.ParquetWriter(target, SCHEMA) as writer, \
             tqdm(total=len(texts), desc=f"tokenize {source.stem}", unit="doc") as bar:
         # written batch by batch: the full corpus of token strings is never held at once
-        for batch in tokenize(texts, params.lowercase, params.workers, params.batch_size):
+        # (the workers send Arrow arrays: the parent only writes them, see tokenize_to_arrow)
+        for batch in tokenize_to_arrow(texts, params.lowercase, params.workers,
+                                       params.batch_size):
             writer.write_table(pa.table({"id": ids[done:done + len(batch)], "tokens": batch},
                                         schema=SCHEMA))
             done += len(batch)
