@@ -217,6 +217,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="rows per step for both A and B (default: params pretrain.batch_size)")
     parser.add_argument("--vocab", type=int, default=None,
                         help="vocabulary size (default: params vocab.max_size, 30,000)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved A/B rounds")
@@ -234,6 +236,9 @@ def main() -> None:
         args.rounds, args.steps, args.ref_steps, args.warmup, args.peak_repeats = 2, 2, 1, 1, 3
 
     params = load_params(args.params)
+    if args.batch:  # same model, more rows per step (both sides)
+        params = params.model_copy(update={
+            "pretrain": params.pretrain.model_copy(update={"batch_size": args.batch})})
     runtime = setup(RuntimeParams(device="cpu", threads=args.threads,
                                   precision=params.runtime.precision, seed=params.runtime.seed))
     vocab = args.vocab or params.vocab.max_size

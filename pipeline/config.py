@@ -236,8 +236,9 @@ class StudiesParams(Section):
 
 
 class EnsembleParams(Section):
-    """ULMFiT's backward language model and forward + backward ensemble (opt-in: DVC adds
-    the stages pretrain_direction@backward, train_direction@backward, ensemble@backward)."""
+    """ULMFiT's backward language model and forward + backward ensemble: ``[backward]``
+    (params.yaml's default) makes DVC add the stages pretrain_direction@backward,
+    train_direction@backward and ensemble@backward; ``[]`` (or no key) leaves them out."""
 
     directions: list[Literal["backward"]] = Field([], max_length=1)
 
@@ -273,7 +274,7 @@ class Params(Section):
 
 
 VARIANTS = ("rnn_pretrained", "rnn_scratch", "bag_of_embeddings", "bag_of_embeddings_lm")
-# opt-in (params.yaml ensemble.directions): the classifier fine-tuned from the backward LM,
+# with params.yaml ensemble.directions [backward]: the classifier fine-tuned from the backward LM,
 # and the ensemble evaluated from its members' mean test probabilities
 BACKWARD_VARIANT = "rnn_pretrained_backward"
 ENSEMBLES = {"rnn_pretrained_ensemble": ("rnn_pretrained", BACKWARD_VARIANT)}

@@ -27,6 +27,7 @@ TINY_OVERRIDES = {
     "classifier": {"max_len": 64, "batch_size": 8,
                    "rnn_pretrained": {"epochs": 2}, "rnn_scratch": {"epochs": 2},
                    "bag_of_embeddings": {"epochs": 3, "embedding_dim": 8, "batch_size": 8}},
+    "ensemble": {"directions": []},  # the backward stages have their own e2e test
     "evaluate": {"bootstrap_samples": 200},
     "runtime": {"threads": 1},
 }

@@ -112,14 +112,17 @@ def test_classifier_param_change_reruns_only_classifier_and_evaluate(project: Pa
     assert ran_stages(result.stdout) == ["train_rnn_scratch", "evaluate"]
 
 
-def test_backward_model_and_ensemble_are_opt_in(project: Path, tmp_path: Path) -> None:
+def test_backward_model_and_ensemble_follow_ensemble_directions(project: Path,
+                                                                 tmp_path: Path) -> None:
+    """With ``ensemble.directions: []`` (the tiny project's setting) the backward stages do
+    not exist; adding ``backward`` runs exactly those three (params.yaml's default)."""
     import numpy as np
 
     from pipeline.batching import Corpus
     from pipeline.models import load_checkpoint
     from pipeline.tasks import predict_proba
 
-    assert not (project / "models/lm_backward.pt").exists()  # off by default
+    assert not (project / "models/lm_backward.pt").exists()  # off with directions: []
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["ensemble"]["directions"] = ["backward"]
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

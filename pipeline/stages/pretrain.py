@@ -2,7 +2,7 @@
 
 ``--direction backward`` trains the same model on every document read from its end to
 its start (ULMFiT's backward LM): its classifier, ``rnn_pretrained_backward``, makes
-errors unlike the forward one's, and the opt-in ensemble stage averages the two.
+errors unlike the forward one's, and the ensemble stage averages the two.
 """
 
 from __future__ import annotations
