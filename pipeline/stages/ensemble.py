@@ -3,8 +3,8 @@
 Runs when params.yaml ``ensemble.directions`` is ``[backward]`` (the default; ULMFiT's
 recipe): evaluates ``rnn_pretrained_backward`` and ``rnn_pretrained_ensemble`` (the mean
 class probabilities of ``rnn_pretrained`` and ``rnn_pretrained_backward``) on the same test
-set and bootstrap resamples as evaluate, against the same baseline. Writes reports/ensemble.json (the same
-layout as metrics.json) and reports/ensemble.md.
+set and bootstrap resamples as evaluate, against the same baseline. Writes
+reports/ensemble.json (the same layout as metrics.json) and reports/ensemble.md.
 """
 
 from __future__ import annotations
