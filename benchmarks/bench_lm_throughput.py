@@ -49,7 +49,7 @@ from pipeline.config import Params, RuntimeParams, load_params
 from pipeline.models import EncoderConfig, LanguageModel
 from pipeline.runtime import Runtime, setup
 from pipeline.tasks import LanguageModelTask
-from pipeline.training import one_cycle
+from pipeline.training import adamw, one_cycle
 
 REFERENCE_LR = 20.0  # the example's default learning rate
 REFERENCE_CLIP = 0.25  # the example's default clip
@@ -124,8 +124,7 @@ def project_step(params: Params, runtime: Runtime, vocab: int, stream: np.ndarra
     encoder = EncoderConfig(vocab_size=vocab, **params.model.model_dump())
     model = LanguageModel(encoder, config.softmax, tuple(config.adaptive_cutoffs))
     model.to(runtime.device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = adamw(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = one_cycle(optimizer, total_steps)
     scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16)
     batches = BPTTBatches(stream, config.batch_size, config.bptt)

@@ -4,13 +4,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from pipeline.errors import PipelineError
 from pipeline.models import (
+    AdaptiveLogSoftmax,
     BagOfEmbeddings,
     EncoderConfig,
     LanguageModel,
     RNNClassifier,
+    RNNEncoder,
     encoder_dict,
     load_checkpoint,
     save_checkpoint,
@@ -160,3 +163,50 @@ def test_backward_classifier_reads_each_review_reversed_and_round_trips(tmp_path
     assert loaded.backward
     with torch.no_grad():
         assert torch.allclose(loaded.eval()(tokens, lengths), expected, atol=1e-6)
+
+
+def test_embedding_dropout_drops_whole_word_types() -> None:
+    encoder = RNNEncoder(EncoderConfig(vocab_size=50, embedding_dim=8, hidden=8, layers=1,
+                                       embedding_dropout=0.5))
+    tokens = torch.tensor([[5, 6, 5, 7, 5, 6] * 4])
+    encoder.train()
+    torch.manual_seed(0)
+    embedded = encoder.embed(tokens)
+    plain = encoder.embedding(tokens)
+    scale = embedded[0, :, 0] / plain[0, :, 0]  # 0 (dropped) or 2 (kept, rescaled)
+    assert set(scale.round().tolist()) <= {0.0, 2.0}
+    for word in (5, 6, 7):  # one draw per word type: every occurrence shares it
+        assert len(set(scale[tokens[0] == word].tolist())) == 1
+    encoder.eval()
+    assert torch.equal(encoder.embed(tokens), plain)
+
+
+@pytest.mark.parametrize("rows", [1, 130, 300])
+def test_adaptive_softmax_with_padded_tails_matches_pytorch(rows: int) -> None:
+    torch.manual_seed(0)
+    ours = AdaptiveLogSoftmax(16, 500, [50, 200], div_value=4.0)
+    reference = nn.AdaptiveLogSoftmaxWithLoss(16, 500, [50, 200], div_value=4.0)
+    reference.load_state_dict(ours.state_dict())  # same parameters, same keys
+    inputs = torch.randn(rows, 16, requires_grad=True)
+    targets = torch.randint(0, 500, (rows,))
+    targets[0] = 499  # at least one tail word
+    got, want = ours(inputs, targets), reference(inputs, targets)
+    assert torch.allclose(got.output, want.output, atol=1e-6)
+    grads_got = torch.autograd.grad(got.loss, [inputs, *ours.parameters()], allow_unused=True)
+    grads_want = torch.autograd.grad(want.loss, [inputs, *reference.parameters()],
+                                     allow_unused=True)  # a tail no target falls in
+    for g, w in zip(grads_got, grads_want, strict=True):
+        assert (g is None and w is None) or torch.allclose(g, w, atol=1e-6)
+    with pytest.raises(RuntimeError, match="Target values"):
+        ours(inputs, torch.full((rows,), 500))
+
+
+def test_adaptive_softmax_loss_is_fp32_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    ours = AdaptiveLogSoftmax(16, 500, [50, 200], div_value=4.0)
+    inputs, targets = torch.randn(64, 16), torch.randint(0, 500, (64,))
+    exact = ours(inputs, targets).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = ours(inputs.bfloat16(), targets).loss
+    assert loss.dtype == torch.float32
+    assert abs(loss.item() - exact.item()) < 0.05

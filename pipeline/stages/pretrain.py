@@ -22,7 +22,7 @@ from pipeline.io import atomic_path, read_json, require, write_json
 from pipeline.models import EncoderConfig, LanguageModel, encoder_dict, save_checkpoint
 from pipeline.runtime import setup
 from pipeline.tasks import LanguageModelTask
-from pipeline.training import Checkpointing, FitResult, fit, one_cycle
+from pipeline.training import Checkpointing, FitResult, adamw, fit, one_cycle
 
 SECTIONS = ("data", "vocab", "model", "pretrain", "runtime")
 
@@ -88,8 +88,7 @@ def main() -> None:
     torch.manual_seed(params.runtime.seed)
     model = LanguageModel(encoder, config.softmax, tuple(config.adaptive_cutoffs))
     model.to(runtime.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = adamw(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = one_cycle(optimizer, config.epochs * task.steps_per_epoch)
     print(f"[{name}] {direction} stream of {len(stream):,} tokens; {config.epochs} epoch(s) x "
           f"{task.steps_per_epoch} steps of {config.batch_size}x{config.bptt}; "

@@ -45,7 +45,7 @@ from pipeline.models import (
 from pipeline.runtime import setup
 from pipeline.stages.pretrain import checkpointing, encoder_config
 from pipeline.tasks import ClassifierTask
-from pipeline.training import FitResult, fit, one_cycle
+from pipeline.training import FitResult, adamw, fit, one_cycle
 
 
 def architecture(config: EncoderConfig) -> tuple:
@@ -153,7 +153,7 @@ def main() -> None:
     batch_size = getattr(settings, "batch_size", common.batch_size)
     task = ClassifierTask(train, valid, batch_size, common.max_len, params.runtime.seed,
                           runtime.device)
-    optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay)
+    optimizer = adamw(groups, weight_decay=settings.weight_decay)
     scheduler = one_cycle(optimizer, settings.epochs * task.steps_per_epoch)
 
     sections = ("data", "vocab", "classifier", "runtime")
