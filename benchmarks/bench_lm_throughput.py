@@ -11,6 +11,8 @@ Reference ("B"): a re-implementation of the training step of PyTorch's
 (sequence-first) -> dropout -> Linear decoder over the full vocabulary, log-softmax +
 NLL (= full softmax cross-entropy), fp32, clip_grad_norm_ then plain SGD with
 ``p.data.add_(p.grad, alpha=-lr)``; the hidden state is carried and detached per batch.
+By default it runs on the project's batch shape (64 x 70), which is kinder to it than the
+example's own defaults (20 x 35: smaller matmuls); ``--reference-shape example`` uses those.
 
 Both read synthetic token ids (no data needed), run in the same process, interleaved
 A B A B ...; the figure is the median tokens/s of each and their ratio (target >= 10).
@@ -53,6 +55,7 @@ from pipeline.training import adamw, one_cycle
 
 REFERENCE_LR = 20.0  # the example's default learning rate
 REFERENCE_CLIP = 0.25  # the example's default clip
+EXAMPLE_SHAPE = (20, 35)  # the example's default --batch_size and --bptt
 TARGET_RATIO = 10.0
 
 
@@ -171,10 +174,10 @@ class ReferenceLM(nn.Module):
         return F.log_softmax(logits.view(-1, self.vocab), dim=1), hidden
 
 
-def reference_step(params: Params, vocab: int, stream: np.ndarray
+def reference_step(params: Params, vocab: int, stream: np.ndarray, batch: int, bptt: int
                    ) -> tuple[Callable[[], float], ReferenceLM]:
     """One step of the word_language_model-style loop: fp32, full softmax, manual SGD."""
-    model_params, batch, bptt = params.model, params.pretrain.batch_size, params.pretrain.bptt
+    model_params = params.model
     model = ReferenceLM(vocab, model_params.embedding_dim, model_params.hidden,
                         model_params.layers, model_params.dropout).train()
     columns = len(stream) // batch
@@ -218,6 +221,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--batch", type=int, default=None,
                         help="rows per step for both A and B (default: params pretrain.batch_size)")
+    parser.add_argument("--reference-shape", choices=("same", "example"), default="same",
+                        help="the reference's batch x bptt: the project's (same) or the "
+                             "example's own defaults, 20 x 35 (example)")
     parser.add_argument("--vocab", type=int, default=None,
                         help="vocabulary size (default: params vocab.max_size, 30,000)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved A/B rounds")
@@ -243,6 +249,8 @@ def main() -> None:
     vocab = args.vocab or params.vocab.max_size
     batch, bptt = params.pretrain.batch_size, params.pretrain.bptt
     tokens_per_step = batch * bptt
+    ref_batch, ref_bptt = (batch, bptt) if args.reference_shape == "same" else EXAMPLE_SHAPE
+    ref_tokens_per_step = ref_batch * ref_bptt
     stream = synthetic_stream(batch * (bptt * 100 + 1), vocab, args.distribution, seed=0)
     log(f"threads {torch.get_num_threads()}, precision {runtime.describe()['precision']}, "
         f"vocab {vocab:,}, batch {batch} x bptt {bptt}, {args.distribution} token ids")
@@ -253,7 +261,7 @@ def main() -> None:
 
     total_steps = args.warmup + args.rounds * args.steps + 10
     step_a, model_a = project_step(params, runtime, vocab, stream, total_steps)
-    step_b, _ = reference_step(params, vocab, stream)
+    step_b, _ = reference_step(params, vocab, stream, ref_batch, ref_bptt)
     log(f"warm-up: {args.warmup} step(s) each")
     for _ in range(args.warmup):
         step_a()
@@ -264,7 +272,7 @@ def main() -> None:
         seconds_a = run_steps(step_a, args.steps)
         seconds_b = run_steps(step_b, args.ref_steps)
         rates_a.append(args.steps * tokens_per_step / seconds_a)
-        rates_b.append(args.ref_steps * tokens_per_step / seconds_b)
+        rates_b.append(args.ref_steps * ref_tokens_per_step / seconds_b)
         log(f"round {round_}/{args.rounds}: project {rates_a[-1]:,.0f} tokens/s, "
             f"reference {rates_b[-1]:,.0f} tokens/s")
 
@@ -284,9 +292,10 @@ def main() -> None:
     precision_a = "bf16" if runtime.amp_dtype == torch.bfloat16 else "fp32"
     tps_a, tps_b = median(rates_a), median(rates_b)
 
-    def figures(tps: float, samples: list[float], flops: float, precision: str) -> dict:
+    def figures(tps: float, samples: list[float], flops: float, precision: str,
+                step_tokens: int) -> dict:
         achieved = flops * tps / 1e9
-        return {"tokens_per_s": round(tps), "step_s": rounded(tokens_per_step / tps),
+        return {"tokens_per_s": round(tps), "step_s": rounded(step_tokens / tps),
                 "samples_tokens_per_s": [round(r) for r in samples], "precision": precision,
                 "flops_per_token": rounded(flops, 4), "achieved_gflops": rounded(achieved),
                 "mfu": rounded(achieved / peak[precision]), "mfu_vs": f"{precision} matmul peak"}
@@ -302,8 +311,9 @@ def main() -> None:
                    "steps": args.steps, "ref_steps": args.ref_steps, "warmup": args.warmup,
                    "threads": torch.get_num_threads(), "quick": args.quick},
         "peak_gflops": {k: round(v, 1) for k, v in peak.items()},
-        "project": figures(tps_a, rates_a, flops_a, precision_a),
-        "reference": {**figures(tps_b, rates_b, flops_b, "fp32"),
+        "project": figures(tps_a, rates_a, flops_a, precision_a, tokens_per_step),
+        "reference": {**figures(tps_b, rates_b, flops_b, "fp32", ref_tokens_per_step),
+                      "batch": ref_batch, "bptt": ref_bptt,
                       "what": "word_language_model-style step: full softmax, fp32, SGD"},
         "ratio": rounded(ratio),
         "ratio_is": "project tokens/s / reference tokens/s (medians)",

@@ -74,9 +74,9 @@ def project_run(texts: list[str], workers: int, batch_size: int, output: str) ->
     return [tokens for batch in tokenize(texts, True, workers, batch_size) for tokens in batch]
 
 
-def as_lists(output: list) -> list[list[str]]:
-    """The project's output as one token list per review (untimed, for the comparison)."""
-    if output and not isinstance(output[0], list):
+def as_lists(output: list, kind: str) -> list[list[str]]:
+    """The project's output (``--output`` kind) as one token list per review (untimed)."""
+    if kind == "arrow":
         return [tokens for array in output for tokens in array.to_pylist()]
     return output
 
@@ -149,7 +149,7 @@ def main() -> None:
                 tokens = sum(len(doc) for doc in output)
             del output
         if repeat == 1:
-            identical = as_lists(first["project"]) == first["reference"]
+            identical = as_lists(first["project"], args.output) == first["reference"]
             first.clear()
             if not identical:
                 sys.exit("FAILED: the project's tokens differ from single-process spaCy's")

@@ -230,9 +230,12 @@ class StudyPoint(Section):
 class StudiesParams(Section):
     """Experiment sweeps run by ``python -m pipeline.studies`` (not by ``dvc repro``)."""
 
+    # overrides every point of every study starts from (a point's own ``set`` wins)
+    common: dict[str, int | float | bool | str | list[str] | None] = {}
     learning_curve: dict[str, StudyPoint] = {}  # point name -> overrides
     ablation: dict[str, StudyPoint] = {}  # the first entry is the base the others change
     pretraining_budget: dict[str, StudyPoint] = {}  # accuracy vs training time; main run too
+    full_configuration: dict[str, StudyPoint] = {}  # the large setup meant for a GPU
 
 
 class EnsembleParams(Section):
@@ -312,6 +315,24 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         return Params.model_validate(raw)
     except ValidationError as exc:
         raise PipelineError(_describe(exc, path)) from None
+
+
+def with_overrides(params: Params, overrides: dict[str, object], shown: str) -> Params:
+    """``params`` with dotted-key overrides applied (what ``dvc exp run -S key=value``
+    will do), validated like params.yaml; ``shown`` names their source in errors."""
+    raw = params.model_dump()
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise PipelineError(f"{shown}: {dotted} does not name a setting")
+        node[leaf] = value
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise PipelineError(_describe(exc, Path(shown))) from None
 
 
 def flatten(params: Params, sections: tuple[str, ...] | None = None) -> dict[str, object]:

@@ -9,8 +9,10 @@
 * ``pretraining-budget`` — one experiment per pretraining length (or any other cost
   setting), plus the main run, then reports/studies/pretraining_budget.{csv,md,png}:
   test accuracy vs training time (classifier + its language models) per variant.
+* ``full-configuration`` — the same for the large configuration meant for a GPU or a
+  long CPU run (reports/studies/full_configuration.{csv,md,png}).
 
-Both are read from params.yaml's ``studies`` section, queued with ``dvc exp run
+All are read from params.yaml's ``studies`` section, queued with ``dvc exp run
 --queue`` (so each run lands in MLflow under its experiment name, like any other
 ``dvc exp run``), run by ``dvc queue start``, and collected from ``dvc exp show``.
 ``--report-only`` rebuilds the reports from experiments that already ran.
@@ -18,6 +20,7 @@ Both are read from params.yaml's ``studies`` section, queued with ``dvc exp run
     python -m pipeline.studies learning-curve
     python -m pipeline.studies ablation --jobs 1
     python -m pipeline.studies pretraining-budget
+    python -m pipeline.studies full-configuration   # hours: meant for a GPU
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pipeline.config import Params, StudyPoint, load_params
+from pipeline.config import Params, StudyPoint, load_params, with_overrides
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path
 
 OUT = Path("reports/studies")
+# cost studies: params.yaml key -> (experiment name prefix, CLI name, report title)
+COST_STUDIES = {"pretraining_budget": ("budget", "pretraining-budget", "Pretraining budget"),
+                "full_configuration": ("full", "full-configuration", "Full configuration")}
 METRICS = "reports/metrics.json"
 ENSEMBLE = "reports/ensemble.json"
 
@@ -52,21 +58,23 @@ def overrides(point: StudyPoint) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in point.set.items()]
 
 
-def ablation_points(params: Params) -> dict[str, StudyPoint]:
-    """Each ablation point on top of the base point's overrides."""
-    points = params.studies.ablation
+def study_points(params: Params, study: str) -> dict[str, StudyPoint]:
+    """A study's points with everything each sets: ``studies.common``, then (ablation
+    only) the base point's overrides, then the point's own, later ones winning."""
+    points: dict[str, StudyPoint] = getattr(params.studies, study)
     if not points:
-        raise PipelineError("params.yaml studies.ablation is empty")
-    base = next(iter(points.values()))
-    return {name: point if point is base else
-            StudyPoint(set=base.set | point.set, description=point.description)
-            for name, point in points.items()}
+        raise PipelineError(f"params.yaml has no points in studies.{study}")
+    base = next(iter(points.values())).set if study == "ablation" else {}
+    merged = {name: StudyPoint(set=params.studies.common | base | point.set,
+                               description=point.description)
+              for name, point in points.items()}
+    for name, point in merged.items():  # a misspelt key fails now, not an hour into the queue
+        with_overrides(params, point.set, f"params.yaml studies.{study}.{name}")
+    return merged
 
 
 def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
     """Queue one DVC experiment per point, run them, wait, and fail if any failed."""
-    if not points:
-        raise PipelineError(f"params.yaml has no points for the {prefix} study")
     names = [f"{prefix}-{name}" for name in points]
     # rerunning a study replaces its earlier experiments (and their old queue entries)
     subprocess.run(["dvc", "queue", "remove", *names], capture_output=True)
@@ -168,7 +176,7 @@ def write_table(frame: pd.DataFrame, stem: str, markdown: str) -> None:
 
 
 def learning_curve_report(params: Params) -> pd.DataFrame:
-    points = params.studies.learning_curve
+    points = study_points(params, "learning_curve")
     results = collect("lc", list(points))
     table = [row | {"point": name} for name, metrics in results.items() for row in rows(metrics)]
     workspace = read_results(workspace_file)
@@ -199,7 +207,7 @@ def learning_curve_report(params: Params) -> pd.DataFrame:
 
 
 def ablation_report(params: Params) -> pd.DataFrame:
-    points = ablation_points(params)
+    points = study_points(params, "ablation")
     results = collect("ablation", list(points))
     base_name = next(iter(points))
     base = {r["variant"]: r for r in rows(results[base_name])}
@@ -230,13 +238,16 @@ def ablation_report(params: Params) -> pd.DataFrame:
     return frame
 
 
-def pretraining_budget_report(params: Params) -> pd.DataFrame:
-    points = params.studies.pretraining_budget
+def cost_report(params: Params, study: str) -> pd.DataFrame:
+    """Test accuracy vs training time of each point of a cost study (the pretraining budget
+    or the full configuration) next to the main run: reports/studies/<study>.{csv,md,png}."""
+    points = study_points(params, study)
+    prefix, command, title = COST_STUDIES[study]
     results: dict[str, dict] = {}
     workspace = read_results(workspace_file)
     if workspace is not None:  # the main run (dvc repro) in the workspace
         results["main run"] = workspace
-    results |= collect("budget", list(points))
+    results |= collect(prefix, list(points))
     table = []
     for name, metrics in results.items():
         lm = metrics["lm"]
@@ -247,7 +258,7 @@ def pretraining_budget_report(params: Params) -> pd.DataFrame:
     frame = (pd.DataFrame(table)
              .drop_duplicates(["variant", "accuracy", "total_train_seconds"])
              .sort_values(["variant", "total_train_seconds"]))
-    lines = ["# Pretraining budget: test accuracy vs training time", "",
+    lines = [f"# {title}: test accuracy vs training time", "",
              "| config | LM tokens | LM perplexity | variant | test accuracy % [95% CI] | "
              "training time, with its LM(s) (min) |", "|---|---|---|---|---|---|"]
     for r in frame.sort_values(["lm_tokens", "variant"]).itertuples():
@@ -260,18 +271,19 @@ def pretraining_budget_report(params: Params) -> pd.DataFrame:
               "model(s) it starts from, as measured in that run; data preparation (shared, "
               "about 1 minute) and evaluation are not included. Results a config reuses "
               "unchanged from another (cached stages) are listed once.",
-              "Made by `python -m pipeline.studies pretraining-budget`."]
-    write_table(frame, "pretraining_budget", "\n".join(lines) + "\n")
+              f"Made by `python -m pipeline.studies {command}`."]
+    write_table(frame, study, "\n".join(lines) + "\n")
     from pipeline import plots
 
-    plots.accuracy_vs_cost(frame, OUT / "pretraining_budget.png")
+    plots.accuracy_vs_cost(frame, OUT / f"{study}.png")
     return frame
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=["learning-curve", "ablation", "pretraining-budget"])
+    parser.add_argument("study", choices=["learning-curve", "ablation", "pretraining-budget",
+                                          "full-configuration"])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at once")
     parser.add_argument("--report-only", action="store_true",
@@ -280,16 +292,17 @@ def main() -> None:
     params = load_params(args.params)
     if args.study == "learning-curve":
         if not args.report_only:
-            queue(params.studies.learning_curve, "lc", args.jobs)
+            queue(study_points(params, "learning_curve"), "lc", args.jobs)
         learning_curve_report(params)
     elif args.study == "ablation":
         if not args.report_only:
-            queue(ablation_points(params), "ablation", args.jobs)
+            queue(study_points(params, "ablation"), "ablation", args.jobs)
         ablation_report(params)
     else:
+        study = args.study.replace("-", "_")
         if not args.report_only:
-            queue(params.studies.pretraining_budget, "budget", args.jobs)
-        pretraining_budget_report(params)
+            queue(study_points(params, study), COST_STUDIES[study][0], args.jobs)
+        cost_report(params, study)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,52 @@ import mlflow
 import pandas as pd
 import pytest
 
-from pipeline.config import VARIANTS
+from pipeline.config import VARIANTS, StudiesParams, StudyPoint, load_params
+from pipeline.errors import PipelineError
+from pipeline.studies import study_points
 from tests.conftest import make_project, run, tiny_params
 
 pytestmark = pytest.mark.slow
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def test_study_points_layer_common_then_ablation_base_then_own_overrides() -> None:
+    studies = StudiesParams(
+        common={"classifier.max_len": 400, "classifier.patience": 3},
+        learning_curve={"n8": StudyPoint(set={"classifier.train_examples": 8,
+                                              "classifier.patience": 5})},
+        ablation={"base": StudyPoint(set={"classifier.train_examples": 16}),
+                  "last": StudyPoint(set={"classifier.rnn_pretrained.pooling": "last",
+                                          "classifier.max_len": 200}, description="d")},
+    )
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    params = params.model_copy(update={"studies": studies})
+    assert study_points(params, "learning_curve")["n8"].set == {
+        "classifier.max_len": 400, "classifier.patience": 5, "classifier.train_examples": 8}
+    ablation = study_points(params, "ablation")
+    assert ablation["base"].set == {"classifier.max_len": 400, "classifier.patience": 3,
+                                    "classifier.train_examples": 16}
+    assert ablation["last"].set == {"classifier.max_len": 200, "classifier.patience": 3,
+                                    "classifier.train_examples": 16,
+                                    "classifier.rnn_pretrained.pooling": "last"}
+    assert ablation["last"].description == "d"
+    with pytest.raises(PipelineError, match="no points in studies.pretraining_budget"):
+        study_points(params, "pretraining_budget")
+    misspelt = studies.model_copy(update={"learning_curve": {
+        "n8": StudyPoint(set={"classifier.rnn_pretrained.poolng": "last"})}})
+    with pytest.raises(PipelineError, match=r"studies.learning_curve.n8:\n.*poolng: unknown key"):
+        study_points(params.model_copy(update={"studies": misspelt}), "learning_curve")
+    too_long = studies.model_copy(update={"common": {"classifier.max_len": 2}})
+    with pytest.raises(PipelineError, match="classifier.max_len"):  # out of range, via common
+        study_points(params.model_copy(update={"studies": too_long}), "ablation")
+
+
+def test_every_study_point_in_params_yaml_is_valid() -> None:
+    params = load_params(Path(__file__).parents[1] / "params.yaml")
+    for study in ("learning_curve", "ablation", "pretraining_budget", "full_configuration"):
+        assert study_points(params, study)  # validates each point's overrides, or raises
 
 
 def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_archive: Path) -> None:
