@@ -111,3 +111,24 @@ def test_failing_write_leaves_no_partial_output(tmp_path: Path, tiny_archive: Pa
     assert_clean_failure(result, "could not write data/prepared")
     assert not (tmp_path / "data/prepared").exists()
     assert [p.name for p in (tmp_path / "data").iterdir()] == ["raw"]
+
+
+def test_stale_or_incomplete_test_probabilities_are_refused(tmp_path: Path) -> None:
+    import numpy as np
+    import pytest
+
+    from pipeline.errors import PipelineError
+    from pipeline.stages.evaluate import read_probabilities, write_probabilities
+
+    path = tmp_path / "test_probabilities.parquet"
+    labels = np.array([0, 1, 1])
+    probs = {"a": np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]], dtype=np.float32)}
+    write_probabilities(path, labels, ["neg", "pos"], probs)
+    assert np.array_equal(read_probabilities(path, ("a",), ["neg", "pos"], labels)["a"],
+                          probs["a"])
+    with pytest.raises(PipelineError, match="another test set: rerun evaluate"):
+        read_probabilities(path, ("a",), ["neg", "pos"], np.array([0, 0, 1]))
+    with pytest.raises(PipelineError, match="lacks a column"):
+        read_probabilities(path, ("b",), ["neg", "pos"], labels)
+    with pytest.raises(PipelineError, match="missing"):
+        read_probabilities(tmp_path / "absent.parquet", ("a",), ["neg", "pos"], labels)

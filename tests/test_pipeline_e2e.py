@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -139,6 +140,10 @@ def test_backward_model_and_ensemble_follow_ensemble_directions(project: Path,
         for member in members:
             model, blob = load_checkpoint(project / "models" / f"{member}.pt")
             probs.append(predict_proba(model, test, 8, blob["max_len"], torch.device("cpu")))
+        # evaluate's stored probabilities (which the ensemble reuses) are the model's
+        names = json.loads((project / "data/vocab/info.json").read_text())["label_names"]
+        stored = pd.read_parquet(project / "reports/test_probabilities.parquet")
+        assert np.array_equal(stored[[f"{members[0]}.{n}" for n in names]].to_numpy(), probs[0])
         entry = report["classifiers"][ensemble]
         assert entry["members"] == list(members)
         accuracy = (np.mean(probs, axis=0).argmax(1) == test.labels).mean()

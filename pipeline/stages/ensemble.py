@@ -3,7 +3,9 @@
 Runs when params.yaml ``ensemble.directions`` is ``[backward]`` (the default; ULMFiT's
 recipe): evaluates ``rnn_pretrained_backward`` and ``rnn_pretrained_ensemble`` (the mean
 class probabilities of ``rnn_pretrained`` and ``rnn_pretrained_backward``) on the same test
-set and bootstrap resamples as evaluate, against the same baseline. Writes
+set and bootstrap resamples as evaluate, against the same baseline. The forward model's and
+the baseline's test probabilities and metrics come from evaluate's outputs
+(reports/test_probabilities.parquet, reports/metrics.json); only the backward model is run. Writes
 reports/ensemble.json (the same layout as metrics.json) and reports/ensemble.md.
 """
 
@@ -18,11 +20,13 @@ from pipeline.io import atomic_path, read_json, require, write_json
 from pipeline.metrics import accuracy_interval, classification_metrics
 from pipeline.stages.evaluate import (
     BASELINE,
+    PROBABILITIES,
     add_baseline_differences,
     add_costs,
     evaluate_model,
     lm_summary,
     log_test_metrics,
+    read_probabilities,
     results_table,
     start_evaluation,
 )
@@ -35,11 +39,15 @@ def main() -> None:
     lms = {name: read_json(require(reports / f"{name}.json", f"{name} metrics"))
            for name in ("pretrain", "pretrain_backward")}
     (name, members), = ENSEMBLES.items()
-    probs, results, sources = {}, {}, {}
-    for variant in (*members, BASELINE):
-        probs[variant], results[variant], sources[variant] = evaluate_model(
-            variant, models_dir, reports, test, indices, info["label_names"],
-            info["vocab_size"], run.runtime)
+    forward = members[0]  # evaluate already scored it and the baseline: reuse, don't redo
+    evaluated = read_json(require(reports / "metrics.json", "evaluate's metrics"))["classifiers"]
+    probs = read_probabilities(reports / PROBABILITIES, (forward, BASELINE),
+                               info["label_names"], labels)
+    results = {v: evaluated[v] for v in (forward, BASELINE)}
+    sources = {}
+    probs[BACKWARD_VARIANT], results[BACKWARD_VARIANT], sources[BACKWARD_VARIANT] = (
+        evaluate_model(BACKWARD_VARIANT, models_dir, reports, test, indices,
+                       info["label_names"], info["vocab_size"], run.runtime))
     # ULMFiT averages its forward and backward models' predictions
     probs[name] = np.mean([probs[m] for m in members], axis=0)
     test_metrics = classification_metrics(labels, probs[name], info["label_names"])

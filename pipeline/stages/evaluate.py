@@ -18,7 +18,7 @@ import pandas as pd
 from pipeline import plots, tracking
 from pipeline.batching import Corpus
 from pipeline.config import LANGUAGE_MODEL_OF, VARIANTS, Params, load_params
-from pipeline.errors import run_stage
+from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path, read_json, require, write_json
 from pipeline.metrics import (
     accuracy_interval,
@@ -116,6 +116,34 @@ def evaluate_model(variant: str, models_dir: Path, reports: Path, test: Corpus,
                    "valid_accuracy": summary["valid_accuracy"],
                    "inference_seconds": inference_seconds,
                    "train_examples": summary["train_examples"]}, summary["mlflow_run_id"]
+
+
+PROBABILITIES = "test_probabilities.parquet"
+
+
+def write_probabilities(path: Path, labels: np.ndarray, label_names: list[str],
+                        probs: dict[str, np.ndarray]) -> None:
+    """Every classifier's test-set class probabilities, one row per test document in
+    order: ``label`` (the true class id), then ``<variant>.<class name>`` columns."""
+    columns: dict[str, np.ndarray] = {"label": labels}
+    for variant, variant_probs in probs.items():
+        for k, name in enumerate(label_names):
+            columns[f"{variant}.{name}"] = variant_probs[:, k]
+    with atomic_path(path) as tmp:
+        pd.DataFrame(columns).to_parquet(tmp, index=False)
+
+
+def read_probabilities(path: Path, variants: tuple[str, ...], label_names: list[str],
+                       labels: np.ndarray) -> dict[str, np.ndarray]:
+    """What :func:`write_probabilities` wrote, checked against the current test labels."""
+    frame = pd.read_parquet(require(path, "evaluate's test probabilities"))
+    if not np.array_equal(frame["label"].to_numpy(), labels):
+        raise PipelineError(f"{path} was written for another test set: rerun evaluate "
+                            "(dvc repro)")
+    try:
+        return {v: frame[[f"{v}.{name}" for name in label_names]].to_numpy() for v in variants}
+    except KeyError as exc:
+        raise PipelineError(f"{path} lacks a column: {exc} (rerun evaluate)") from None
 
 
 def add_costs(results: dict, lm_seconds: dict[str, float]) -> None:
@@ -252,6 +280,7 @@ def main() -> None:
     # not under plots/ (a deterministic output): its x axis is measured time
     plots.accuracy_vs_cost(cost_frame(results), reports / "accuracy_vs_train_time.png")
 
+    write_probabilities(reports / PROBABILITIES, labels, label_names, probs)
     write_json(reports / "metrics.json", metrics)
     table = comparison_table(results, dataset, lm_metrics, capped)
     with atomic_path(reports / "comparison.md") as tmp:
