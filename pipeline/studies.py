@@ -40,9 +40,10 @@ from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path
 
 OUT = Path("reports/studies")
-# cost studies: params.yaml key -> (experiment name prefix, CLI name, report title)
-COST_STUDIES = {"pretraining_budget": ("budget", "pretraining-budget", "Pretraining budget"),
-                "full_configuration": ("full", "full-configuration", "Full configuration")}
+# cost studies: params.yaml key (the CLI name with "-" for "_") -> (experiment name prefix,
+# report title)
+COST_STUDIES = {"pretraining_budget": ("budget", "Pretraining budget"),
+                "full_configuration": ("full", "Full configuration")}
 METRICS = "reports/metrics.json"
 ENSEMBLE = "reports/ensemble.json"
 
@@ -242,7 +243,7 @@ def cost_report(params: Params, study: str) -> pd.DataFrame:
     """Test accuracy vs training time of each point of a cost study (the pretraining budget
     or the full configuration) next to the main run: reports/studies/<study>.{csv,md,png}."""
     points = study_points(params, study)
-    prefix, command, title = COST_STUDIES[study]
+    prefix, title = COST_STUDIES[study]
     results: dict[str, dict] = {}
     workspace = read_results(workspace_file)
     if workspace is not None:  # the main run (dvc repro) in the workspace
@@ -271,7 +272,7 @@ def cost_report(params: Params, study: str) -> pd.DataFrame:
               "model(s) it starts from, as measured in that run; data preparation (shared, "
               "about 1 minute) and evaluation are not included. Results a config reuses "
               "unchanged from another (cached stages) are listed once.",
-              f"Made by `python -m pipeline.studies {command}`."]
+              f"Made by `python -m pipeline.studies {study.replace('_', '-')}`."]
     write_table(frame, study, "\n".join(lines) + "\n")
     from pipeline import plots
 
@@ -282,8 +283,8 @@ def cost_report(params: Params, study: str) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", choices=["learning-curve", "ablation", "pretraining-budget",
-                                          "full-configuration"])
+    parser.add_argument("study", choices=["learning-curve", "ablation",
+                                          *(key.replace("_", "-") for key in COST_STUDIES)])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at once")
     parser.add_argument("--report-only", action="store_true",
