@@ -57,6 +57,7 @@ REFERENCE_LR = 20.0  # the example's default learning rate
 REFERENCE_CLIP = 0.25  # the example's default clip
 EXAMPLE_SHAPE = (20, 35)  # the example's default --batch_size and --bptt
 TARGET_RATIO = 10.0
+CPU = torch.device("cpu")
 
 
 # ---------------------------------------------------------------- FLOPs
@@ -92,15 +93,27 @@ def tail_fractions(targets: np.ndarray, vocab: int, cutoffs: tuple[int, ...]) ->
 # ---------------------------------------------------------------- peak
 
 
-def matmul_gflops(dtype: torch.dtype, size: int, repeats: int) -> float:
+def matmul_gflops(dtype: torch.dtype, size: int, repeats: int,
+                  device: torch.device = CPU) -> float:
     """Median GFLOP/s of ``size`` x ``size`` matmuls in ``dtype`` (threads as set)."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
-    out = torch.empty(size, size, dtype=dtype)
-    for _ in range(2):
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    out = torch.empty(size, size, dtype=dtype, device=device)
+
+    def product() -> None:
         torch.mm(a, b, out=out)
-    seconds = [timed(lambda: torch.mm(a, b, out=out))[0] for _ in range(repeats)]
+        synchronize(device)
+
+    for _ in range(2):
+        product()
+    seconds = [timed(product)[0] for _ in range(repeats)]
     return 2.0 * size**3 / median(seconds) / 1e9
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work (timings on CUDA would stop at the launch otherwise)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------- synthetic data
@@ -174,16 +187,17 @@ class ReferenceLM(nn.Module):
         return F.log_softmax(logits.view(-1, self.vocab), dim=1), hidden
 
 
-def reference_step(params: Params, vocab: int, stream: np.ndarray, batch: int, bptt: int
-                   ) -> tuple[Callable[[], float], ReferenceLM]:
+def reference_step(params: Params, vocab: int, stream: np.ndarray, batch: int, bptt: int,
+                   device: torch.device = CPU) -> tuple[Callable[[], float], ReferenceLM]:
     """One step of the word_language_model-style loop: fp32, full softmax, manual SGD."""
     model_params = params.model
     model = ReferenceLM(vocab, model_params.embedding_dim, model_params.hidden,
-                        model_params.layers, model_params.dropout).train()
+                        model_params.layers, model_params.dropout).to(device).train()
     columns = len(stream) // batch
     data = torch.from_numpy(stream[: columns * batch]).view(batch, columns).t().contiguous()
+    data = data.to(device)  # the example batchifies the whole corpus onto the device
     state = {"position": 0}
-    zeros = torch.zeros(model_params.layers, batch, model_params.hidden)
+    zeros = torch.zeros(model_params.layers, batch, model_params.hidden, device=device)
     hidden = [(zeros.clone(), zeros.clone())]
 
     def step() -> float:
@@ -210,8 +224,25 @@ def reference_step(params: Params, vocab: int, stream: np.ndarray, batch: int, b
 
 
 def run_steps(step: Callable[[], float], count: int) -> float:
-    """Seconds for ``count`` consecutive steps."""
+    """Seconds for ``count`` consecutive steps (each step ends with ``loss.item()``, which
+    waits for a GPU's queued work)."""
     return timed(lambda: [step() for _ in range(count)])[0]
+
+
+def log_profile(step: Callable[[], float], count: int, device: torch.device) -> None:
+    """torch.profiler over ``count`` steps: the operators that cost most, on stderr."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        for _ in range(count):
+            step()
+    sorts = ["self_cpu_time_total"] + (["self_cuda_time_total"] if device.type == "cuda" else [])
+    for sort in sorts:
+        log(f"profile of {count} project steps, by {sort}:")
+        print(prof.key_averages().table(sort_by=sort, row_limit=20), file=sys.stderr)
 
 
 def main() -> None:
@@ -219,6 +250,11 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where both models train (cuda: the GPU's own bf16/fp32 peaks)")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="also profile this many project steps (torch.profiler) and print "
+                             "the most expensive operators to stderr")
     parser.add_argument("--batch", type=int, default=None,
                         help="rows per step for both A and B (default: params pretrain.batch_size)")
     parser.add_argument("--reference-shape", choices=("same", "example"), default="same",
@@ -244,7 +280,7 @@ def main() -> None:
     if args.batch:  # same model, more rows per step (both sides)
         params = params.model_copy(update={
             "pretrain": params.pretrain.model_copy(update={"batch_size": args.batch})})
-    runtime = setup(RuntimeParams(device="cpu", threads=args.threads,
+    runtime = setup(RuntimeParams(device=args.device, threads=args.threads,
                                   precision=params.runtime.precision, seed=params.runtime.seed))
     vocab = args.vocab or params.vocab.max_size
     batch, bptt = params.pretrain.batch_size, params.pretrain.bptt
@@ -256,12 +292,14 @@ def main() -> None:
         f"vocab {vocab:,}, batch {batch} x bptt {bptt}, {args.distribution} token ids")
 
     log(f"matmul peak: {args.peak_size}x{args.peak_size}, {args.peak_repeats} repeats")
-    peak = {"fp32": matmul_gflops(torch.float32, args.peak_size, args.peak_repeats),
-            "bf16": matmul_gflops(torch.bfloat16, args.peak_size, args.peak_repeats)}
+    peak = {"fp32": matmul_gflops(torch.float32, args.peak_size, args.peak_repeats,
+                                  runtime.device),
+            "bf16": matmul_gflops(torch.bfloat16, args.peak_size, args.peak_repeats,
+                                  runtime.device)}
 
-    total_steps = args.warmup + args.rounds * args.steps + 10
+    total_steps = args.warmup + args.rounds * args.steps + args.profile + 10
     step_a, model_a = project_step(params, runtime, vocab, stream, total_steps)
-    step_b, _ = reference_step(params, vocab, stream, ref_batch, ref_bptt)
+    step_b, _ = reference_step(params, vocab, stream, ref_batch, ref_bptt, runtime.device)
     log(f"warm-up: {args.warmup} step(s) each")
     for _ in range(args.warmup):
         step_a()
@@ -275,6 +313,9 @@ def main() -> None:
         rates_b.append(args.ref_steps * ref_tokens_per_step / seconds_b)
         log(f"round {round_}/{args.rounds}: project {rates_a[-1]:,.0f} tokens/s, "
             f"reference {rates_b[-1]:,.0f} tokens/s")
+
+    if args.profile:
+        log_profile(step_a, args.profile, runtime.device)
 
     model = params.model
     lstm = lstm_flops(model.embedding_dim, model.hidden, model.layers)
@@ -309,7 +350,10 @@ def main() -> None:
                    "adaptive_tail_fractions": [rounded(f) for f in fractions],
                    "distribution": args.distribution, "rounds": args.rounds,
                    "steps": args.steps, "ref_steps": args.ref_steps, "warmup": args.warmup,
-                   "threads": torch.get_num_threads(), "quick": args.quick},
+                   "threads": torch.get_num_threads(), "quick": args.quick,
+                   "device": str(runtime.device),
+                   "gpu": torch.cuda.get_device_name(runtime.device)
+                   if runtime.device.type == "cuda" else None},
         "peak_gflops": {k: round(v, 1) for k, v in peak.items()},
         "project": figures(tps_a, rates_a, flops_a, precision_a, tokens_per_step),
         "reference": {**figures(tps_b, rates_b, flops_b, "fp32", ref_tokens_per_step),
