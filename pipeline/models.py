@@ -169,12 +169,21 @@ class AdaptiveLogSoftmax(nn.AdaptiveLogSoftmaxWithLoss):
             gathered = torch.cat([rows, rows.new_zeros(padded - count)])
             logits = self.tail[i - 1](input_.index_select(0, gathered))
             log_probs = F.log_softmax(logits, dim=1)[:count]
-            local = log_probs.gather(1, (target_[rows] - bounds[i]).unsqueeze(1)).squeeze(1)
+            local = picked(log_probs, target_[rows] - bounds[i])
             output = output.index_copy(0, rows, local.float())
             head_targets[rows] = self.shortlist_size + i - 1
         head_log_probs = F.log_softmax(self.head(input_), dim=1)
-        output = output + head_log_probs.gather(1, head_targets.unsqueeze(1)).squeeze(1).float()
+        output = output + picked(head_log_probs, head_targets).float()
         return nn.modules.adaptive._ASMoutput(output, (-output).mean())
+
+
+def picked(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``log_probs[row, targets[row]]`` for each row: the parent's ``gather``, computed as
+    ``-nll_loss``. Same values and gradients bit for bit, but the backward writes each
+    row's one gradient directly, where gather's went through a scatter-add that took 2.4x
+    as long on CPU (head, 4,480 x 2,002 in bf16: 19.5 ms vs 8.3 ms with the log-softmax)."""
+    with torch.autocast(log_probs.device.type, enabled=False):  # autocast would cast to fp32
+        return -F.nll_loss(log_probs, targets, reduction="none")
 
 
 def usable_cutoffs(cutoffs: tuple[int, ...], vocab_size: int) -> tuple[int, ...]:
