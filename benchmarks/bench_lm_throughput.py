@@ -351,9 +351,7 @@ def main() -> None:
                    "distribution": args.distribution, "rounds": args.rounds,
                    "steps": args.steps, "ref_steps": args.ref_steps, "warmup": args.warmup,
                    "threads": torch.get_num_threads(), "quick": args.quick,
-                   "device": str(runtime.device),
-                   "gpu": torch.cuda.get_device_name(runtime.device)
-                   if runtime.device.type == "cuda" else None},
+                   "device": str(runtime.device)},
         "peak_gflops": {k: round(v, 1) for k, v in peak.items()},
         "project": figures(tps_a, rates_a, flops_a, precision_a, tokens_per_step),
         "reference": {**figures(tps_b, rates_b, flops_b, "fp32", ref_tokens_per_step),

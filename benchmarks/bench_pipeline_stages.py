@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch  # noqa: F401  (imported so the machine description names torch and the GPU)
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -48,14 +49,6 @@ def stage_commands(dvc_yaml: Path, directions: list[str]) -> list[tuple[str, str
         else:
             commands.append((name, stage["cmd"]))
     return commands
-
-
-def gpu_name() -> str | None:
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
 def main() -> None:
@@ -108,7 +101,6 @@ def main() -> None:
     run_names = [name for name, _ in commands]
     reference_total = sum(reference[n]["seconds"] for n in run_names if n in reference)
     emit("pipeline_stages", {
-        "gpu": gpu_name(),
         "first_stage": args.first,
         "total_seconds": round(total, 1),
         "reference_total_seconds": round(reference_total, 1) if reference else None,

@@ -66,7 +66,7 @@ def usable_cores() -> int:
 
 
 def machine() -> dict[str, Any]:
-    """Where the numbers come from: CPU, cores, load, library versions, date."""
+    """Where the numbers come from: CPU, cores, load, library versions, GPU, date."""
     flags = cpu_flags()
     info: dict[str, Any] = {
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -83,6 +83,7 @@ def machine() -> dict[str, Any]:
 
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return info
 
 
