@@ -65,8 +65,11 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def machine() -> dict[str, Any]:
-    """Where the numbers come from: CPU, cores, load, library versions, GPU, date."""
+def machine(describe_torch: bool | None = None) -> dict[str, Any]:
+    """Where the numbers come from: CPU, cores, load, library versions, GPU, date.
+
+    ``describe_torch``: add torch's version, threads and GPU (None: when the script has
+    imported torch; the scripts that do not use it are spared its start-up)."""
     flags = cpu_flags()
     info: dict[str, Any] = {
         "date_utc": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -78,7 +81,9 @@ def machine() -> dict[str, Any]:
     }
     with contextlib.suppress(OSError):
         info["loadavg_1m"] = round(os.getloadavg()[0], 2)
-    if "torch" in sys.modules:  # only report torch for the scripts that use it
+    if describe_torch is None:
+        describe_torch = "torch" in sys.modules
+    if describe_torch:
         import torch
 
         info["torch"] = torch.__version__
@@ -100,10 +105,10 @@ def busy_warning() -> str | None:
     return None
 
 
-def emit(benchmark: str, result: dict[str, Any]) -> None:
+def emit(benchmark: str, result: dict[str, Any], describe_torch: bool | None = None) -> None:
     """Print the result as one JSON line on stdout, with the machine description."""
     warning = busy_warning()
-    record = {"benchmark": benchmark, **result, "machine": machine()}
+    record = {"benchmark": benchmark, **result, "machine": machine(describe_torch)}
     if warning:
         record["warning"] = warning
         log(f"WARNING: {warning}")
