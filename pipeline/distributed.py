@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pipeline.errors import PipelineError
+
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
@@ -34,7 +36,15 @@ def init(device: torch.device) -> torch.device:
     if world_size() == 1 or dist.is_initialized():
         return device
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            # NCCL refuses two processes on one GPU ("Duplicate GPU detected")
+            raise PipelineError(
+                f"torchrun started {os.environ.get('LOCAL_WORLD_SIZE', '?')} processes on "
+                f"this machine but it has {torch.cuda.device_count()} GPU(s): NCCL needs one "
+                "GPU per process (--nproc_per_node at most the GPU count), or set "
+                "runtime.device: cpu to train with gloo on the CPU")
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     atexit.register(shutdown)

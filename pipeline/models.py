@@ -106,6 +106,12 @@ def detach(hidden: Hidden) -> Hidden:
     return hidden.detach()
 
 
+def to_device(hidden: Hidden, device: torch.device) -> Hidden:
+    if isinstance(hidden, tuple):
+        return tuple(h.to(device) for h in hidden)  # type: ignore[return-value]
+    return hidden.to(device)
+
+
 class LanguageModel(nn.Module):
     def __init__(self, encoder: EncoderConfig, softmax: str = "adaptive",
                  cutoffs: tuple[int, ...] = (2000, 10000)) -> None:

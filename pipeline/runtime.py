@@ -88,6 +88,9 @@ def setup(params: RuntimeParams) -> Runtime:
     torch.utils.deterministic.fill_uninitialized_memory = False
     if params.precision == "fp32":
         amp = None
+        # fp32 means fp32: cuDNN's RNNs would otherwise use TF32 (10-bit mantissa) on
+        # Ampere and later GPUs, PyTorch's default for cuDNN (not for plain matmuls)
+        torch.backends.cudnn.allow_tf32 = False
     elif device.type == "cuda":
         amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     elif params.precision == "bf16" or cpu_has_bf16():

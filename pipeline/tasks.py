@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.batching import BPTTBatches, Corpus, classifier_batches
-from pipeline.models import Hidden, LanguageModel, detach
+from pipeline.models import Hidden, LanguageModel, detach, to_device
 from pipeline.runtime import Runtime
 
 
@@ -46,7 +46,9 @@ class LanguageModelTask:
 
     def load_state_dict(self, state: dict) -> None:
         self.train.position = state["position"]
-        self.hidden, self.tokens_seen = state["hidden"], state["tokens_seen"]
+        hidden = state["hidden"]  # checkpoints are loaded onto the CPU
+        self.hidden = None if hidden is None else to_device(hidden, self.device)
+        self.tokens_seen = state["tokens_seen"]
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, bool]
              ) -> torch.Tensor:

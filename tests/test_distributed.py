@@ -1,5 +1,6 @@
 """`torchrun --nproc_per_node=2` (gloo, CPU): DistributedDataParallel training of the
-language model and a classifier matches one process on the whole batch."""
+language model and a classifier matches one process on the whole batch. (NCCL on two
+GPUs: tests/test_gpu.py.)"""
 
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ pytestmark = pytest.mark.slow
 
 # no dropout and fp32: the two runs then differ only by floating-point summation order
 EXACT = {"model": {"dropout": 0.0, "embedding_dropout": 0.0, "input_dropout": 0.0},
-         "runtime": {"precision": "fp32", "threads": 1, "checkpoint_every": 0},
+         "runtime": {"device": "cpu", "precision": "fp32", "threads": 1,
+                     "checkpoint_every": 0},
          "pretrain": {"epochs": 2, "steps_per_epoch": 5, "batch_size": 4},
          "classifier": {"batch_size": 5, "rnn_scratch": {"epochs": 2, "head_dropout": 0.0}}}
 
 
-def torchrun(module: str, *args: str, cwd: Path, env: dict) -> str:
+def torchrun(module: str, *args: str, cwd: Path, env: dict, nproc: int = 2) -> str:
     result = run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                  "--nproc_per_node=2", "-m", f"pipeline.stages.{module}", *args],
+                  f"--nproc_per_node={nproc}", "-m", f"pipeline.stages.{module}", *args],
                  cwd=cwd, env=env)
     return result.stdout
 
