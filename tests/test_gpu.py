@@ -34,8 +34,25 @@ def output_args(module: str, out: str) -> list[str]:
     return ["--out-dir", out, "--reports", out]
 
 
-def on_device(params: dict, device: str) -> dict:
-    return {**params, "runtime": {**params["runtime"], "device": device}}
+def params_on(root: Path, device: str) -> str:
+    """``root/params.yaml`` with ``runtime.device`` set, written beside it; its file name."""
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["runtime"]["device"] = device
+    (root / f"{device}.yaml").write_text(yaml.safe_dump(params))
+    return f"{device}.yaml"
+
+
+def assert_same_training(a: Path, b: Path, model: str, summary: str, key: str) -> None:
+    """Two runs' weights (saved on the CPU) and summary metric agree up to summation order."""
+    weights_a, weights_b = weights(a / model), weights(b / model)
+    assert weights_a.keys() == weights_b.keys()
+    for name, tensor in weights_b.items():
+        assert tensor.device.type == "cpu", f"{name} saved on {tensor.device}"
+        worst = (tensor - weights_a[name]).abs().max().item()
+        assert torch.allclose(tensor, weights_a[name], rtol=1e-3, atol=1e-4), (name, worst)
+    summary_a = json.loads((a / summary).read_text())
+    summary_b = json.loads((b / summary).read_text())
+    assert summary_b[key] == pytest.approx(summary_a[key], rel=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -64,24 +81,12 @@ def test_gpu_training_matches_cpu_in_fp32(exact_inputs: Path, module: str, args:
     """The same stage on CPU and GPU, fp32 (no TF32): the same weights up to summation order."""
     root = exact_inputs
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    results = {}
     for device in ("cpu", "cuda"):
-        path = root / f"{device}.yaml"
-        path.write_text(yaml.safe_dump(on_device(params, device)))
-        log = stage(module, *args, "--params", path.name, *output_args(module, device),
-                    cwd=root, env=env).stdout
+        log = stage(module, *args, "--params", params_on(root, device),
+                    *output_args(module, device), cwd=root, env=env).stdout
         if module == "pretrain":
             assert f"'device': '{device}'" in log
-        results[device] = (weights(root / device / model),
-                           json.loads((root / device / summary).read_text()))
-    (cpu_weights, cpu_summary), (gpu_weights, gpu_summary) = results["cpu"], results["cuda"]
-    assert cpu_weights.keys() == gpu_weights.keys()
-    for name, tensor in gpu_weights.items():
-        assert tensor.device.type == "cpu", f"{name} saved on {tensor.device}"
-        worst = (tensor - cpu_weights[name]).abs().max().item()
-        assert torch.allclose(tensor, cpu_weights[name], rtol=1e-3, atol=1e-4), (name, worst)
-    assert gpu_summary[key] == pytest.approx(cpu_summary[key], rel=1e-3)
+    assert_same_training(root / "cpu", root / "cuda", model, summary, key)
 
 
 def test_bf16_fine_tuning_on_gpu_predicts_like_the_cpu(tmp_path: Path,
@@ -115,10 +120,8 @@ def test_bf16_fine_tuning_on_gpu_predicts_like_the_cpu(tmp_path: Path,
 @pytest.mark.skipif(torch.cuda.device_count() != 1, reason="checks the one-GPU refusal")
 def test_more_processes_than_gpus_is_a_clear_error(exact_inputs: Path) -> None:
     root = exact_inputs
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    (root / "nccl.yaml").write_text(yaml.safe_dump(on_device(params, "cuda")))
     with pytest.raises(AssertionError, match="NCCL needs one GPU per process"):
-        torchrun("pretrain", "--params", "nccl.yaml", *output_args("pretrain", "nccl"),
+        torchrun("pretrain", "--params", params_on(root, "cuda"), *output_args("pretrain", "nccl"),
                  cwd=root, env={"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"})
     assert not (root / "nccl" / "lm.pt").exists()
 
@@ -129,16 +132,9 @@ def test_two_gpus_with_nccl_match_one(exact_inputs: Path, module: str, args: lis
                                       model: str, summary: str, key: str) -> None:
     root = exact_inputs
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    (root / "gpu.yaml").write_text(yaml.safe_dump(on_device(params, "cuda")))
-    stage(module, *args, "--params", "gpu.yaml", *output_args(module, "one"), cwd=root,
-          env=env)
-    log = torchrun(module, *args, "--params", "gpu.yaml", *output_args(module, "two"),
-                   cwd=root, env=env)
+    stage(module, *args, "--params", params_on(root, "cuda"), *output_args(module, "one"),
+          cwd=root, env=env)
+    log = torchrun(module, *args, "--params", params_on(root, "cuda"),
+                   *output_args(module, "two"), cwd=root, env=env)
     assert "DistributedDataParallel over 2 processes (nccl)" in log
-    one, two = weights(root / "one" / model), weights(root / "two" / model)
-    for name in one:
-        assert torch.allclose(one[name], two[name], rtol=1e-3, atol=1e-4), name
-    a = json.loads((root / "one" / summary).read_text())
-    b = json.loads((root / "two" / summary).read_text())
-    assert b[key] == pytest.approx(a[key], rel=1e-3)
+    assert_same_training(root / "one", root / "two", model, summary, key)
