@@ -24,9 +24,9 @@ EXACT = {"model": {"dropout": 0.0, "embedding_dropout": 0.0, "input_dropout": 0.
          "classifier": {"batch_size": 5, "rnn_scratch": {"epochs": 2, "head_dropout": 0.0}}}
 
 
-def torchrun(module: str, *args: str, cwd: Path, env: dict, nproc: int = 2) -> str:
+def torchrun(module: str, *args: str, cwd: Path, env: dict) -> str:
     result = run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                  f"--nproc_per_node={nproc}", "-m", f"pipeline.stages.{module}", *args],
+                  "--nproc_per_node=2", "-m", f"pipeline.stages.{module}", *args],
                  cwd=cwd, env=env)
     return result.stdout
 
