@@ -35,43 +35,49 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
-@pytest.mark.parametrize(("module", "args", "key"), [
-    ("pretrain", [], "valid_perplexity"),
-    ("train", ["rnn_scratch"], "valid_accuracy"),
-])
+# (stage module, its arguments, model file, summary file, summary key)
+STAGES = [
+    ("pretrain", [], "lm.pt", "metrics.json", "valid_perplexity"),
+    ("train", ["rnn_scratch"], "rnn_scratch.pt", "train/rnn_scratch.json", "valid_accuracy"),
+]
+
+
+def output_args(module: str, out: str) -> list[str]:
+    """A stage's output options, every file under the directory ``out``."""
+    if module == "pretrain":
+        return ["--out", f"{out}/lm.pt", "--metrics", f"{out}/metrics.json",
+                "--curve", f"{out}/curve.csv"]
+    return ["--out-dir", out, "--reports", out]
+
+
+def assert_same_training(a: Path, b: Path, model: str, summary: str, key: str) -> None:
+    """Two runs' weights (saved on the CPU) and summary metric agree up to summation order."""
+    weights_a, weights_b = weights(a / model), weights(b / model)
+    assert weights_a.keys() == weights_b.keys()
+    for name, tensor in weights_b.items():
+        assert tensor.device.type == "cpu", f"{name} saved on {tensor.device}"
+        worst = (tensor - weights_a[name]).abs().max().item()
+        assert torch.allclose(tensor, weights_a[name], rtol=1e-3, atol=1e-4), (name, worst)
+    summary_a = json.loads((a / summary).read_text())
+    summary_b = json.loads((b / summary).read_text())
+    assert summary_b[key] == pytest.approx(summary_a[key], rel=1e-3)
+
+
+@pytest.mark.parametrize(("module", "args", "model", "summary", "key"), STAGES)
 def test_two_processes_match_one(tmp_path: Path, tiny_archive: Path, module: str,
-                                 args: list[str], key: str) -> None:
+                                 args: list[str], model: str, summary: str, key: str) -> None:
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
     prepare_inputs(tmp_path, tiny_params(tiny_archive, **EXACT), env)
-    if module == "pretrain":
-        output, metrics = ["--out", "{}/lm.pt"], ["--metrics", "{}/metrics.json",
-                                                  "--curve", "{}/curve.csv"]
-    else:
-        output, metrics = ["--out-dir", "{}"], ["--reports", "{}"]
-    outputs = {}
-    for mode in ("single", "ddp"):
-        extra = [a.format(mode) for a in output + metrics]
-        if mode == "single":
-            stage(module, *args, "--params", "params.yaml", *extra, cwd=tmp_path, env=env)
-        else:
-            log = torchrun(module, *args, "--params", "params.yaml", *extra, cwd=tmp_path,
-                           env=env)
-            assert "DistributedDataParallel over 2 processes (gloo)" in log
-            assert log.count("epoch 1:") == 1  # rank 0 alone reports
-        outputs[mode] = Path(tmp_path / mode)
+    stage(module, *args, "--params", "params.yaml", *output_args(module, "single"),
+          cwd=tmp_path, env=env)
+    log = torchrun(module, *args, "--params", "params.yaml", *output_args(module, "ddp"),
+                   cwd=tmp_path, env=env)
+    assert "DistributedDataParallel over 2 processes (gloo)" in log
+    assert log.count("epoch 1:") == 1  # rank 0 alone reports
 
-    if module == "pretrain":
-        model_name, summary = "lm.pt", "metrics.json"
-    else:
-        model_name, summary = "rnn_scratch.pt", "train/rnn_scratch.json"
-    single = weights(outputs["single"] / model_name)
-    ddp = weights(outputs["ddp"] / model_name)
-    assert single.keys() == ddp.keys()
-    for name in single:
-        assert torch.allclose(single[name], ddp[name], rtol=1e-3, atol=1e-4), name
-    a = json.loads((outputs["single"] / summary).read_text())
-    b = json.loads((outputs["ddp"] / summary).read_text())
-    assert b[key] == pytest.approx(a[key], rel=1e-3)
+    assert_same_training(tmp_path / "single", tmp_path / "ddp", model, summary, key)
     if module == "pretrain":  # both processes' tokens are counted
+        a = json.loads((tmp_path / "single" / summary).read_text())
+        b = json.loads((tmp_path / "ddp" / summary).read_text())
         assert b["tokens"] == a["tokens"]
     assert not list(tmp_path.glob("**/*.tmp"))

@@ -15,23 +15,16 @@ import yaml
 from pipeline.config import RuntimeParams
 from pipeline.runtime import setup
 from tests.conftest import stage, tiny_params
-from tests.test_distributed import EXACT, torchrun, weights
+from tests.test_distributed import (
+    EXACT,
+    STAGES,
+    assert_same_training,
+    output_args,
+    torchrun,
+)
 from tests.test_resume import prepare_inputs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-# (stage module, its arguments, model file, summary file, summary key)
-STAGES = [
-    ("pretrain", [], "lm.pt", "metrics.json", "valid_perplexity"),
-    ("train", ["rnn_scratch"], "rnn_scratch.pt", "train/rnn_scratch.json", "valid_accuracy"),
-]
-
-
-def output_args(module: str, out: str) -> list[str]:
-    if module == "pretrain":
-        return ["--out", f"{out}/lm.pt", "--metrics", f"{out}/metrics.json",
-                "--curve", f"{out}/curve.csv"]
-    return ["--out-dir", out, "--reports", out]
 
 
 def params_on(root: Path, device: str) -> str:
@@ -40,19 +33,6 @@ def params_on(root: Path, device: str) -> str:
     params["runtime"]["device"] = device
     (root / f"{device}.yaml").write_text(yaml.safe_dump(params))
     return f"{device}.yaml"
-
-
-def assert_same_training(a: Path, b: Path, model: str, summary: str, key: str) -> None:
-    """Two runs' weights (saved on the CPU) and summary metric agree up to summation order."""
-    weights_a, weights_b = weights(a / model), weights(b / model)
-    assert weights_a.keys() == weights_b.keys()
-    for name, tensor in weights_b.items():
-        assert tensor.device.type == "cpu", f"{name} saved on {tensor.device}"
-        worst = (tensor - weights_a[name]).abs().max().item()
-        assert torch.allclose(tensor, weights_a[name], rtol=1e-3, atol=1e-4), (name, worst)
-    summary_a = json.loads((a / summary).read_text())
-    summary_b = json.loads((b / summary).read_text())
-    assert summary_b[key] == pytest.approx(summary_a[key], rel=1e-3)
 
 
 @pytest.fixture(scope="module")
