@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,6 +54,18 @@ def dvc(*args: str) -> str:
     if result.returncode != 0:
         raise PipelineError(f"dvc {' '.join(args)} failed:\n{result.stderr[-2000:]}")
     return result.stdout
+
+
+def start_workers(jobs: int) -> None:
+    """``dvc queue start``, with its output in a file: it forks a manager per worker that
+    keeps the caller's stdout open until the worker exits, so a pipe here would block until
+    the whole queue has run (and for ever if a worker hangs)."""
+    with tempfile.TemporaryFile("w+") as log:
+        result = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.seek(0)
+        if result.returncode != 0:
+            raise PipelineError(f"dvc queue start failed:\n{log.read()[-2000:]}")
 
 
 def overrides(point: StudyPoint) -> list[str]:
@@ -87,12 +100,24 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
             args += ["-S", item]
         dvc(*args)
         print(f"[studies] queued {prefix}-{name}: {' '.join(overrides(point)) or '(defaults)'}")
-    dvc("queue", "start", "-j", str(jobs))
+    start_workers(jobs)
+    restarts, polls_without_workers = 0, 0
     while True:
-        mine = [line.split() for line in dvc("queue", "status").splitlines()]
+        status = dvc("queue", "status")
+        mine = [line.split() for line in status.splitlines()]
         mine = [words for words in mine if len(words) > 1 and words[1] in names]
-        if not any(words[-1] in ("Queued", "Running") for words in mine):
+        states = {words[-1] for words in mine}
+        if not states & {"Queued", "Running"}:
             break
+        # DVC's workers can stop with tasks still queued (treeverse/dvc#10562): after three
+        # polls in a row with no worker at all (not a slow start), start them again
+        no_workers = "Worker status: 0 active, 0 idle" in status and "Running" not in states
+        polls_without_workers = polls_without_workers + 1 if no_workers else 0
+        if polls_without_workers == 3:
+            if restarts == 3:
+                raise PipelineError(f"the queue's workers keep stopping early:\n{status}")
+            restarts, polls_without_workers = restarts + 1, 0
+            start_workers(jobs)
         time.sleep(10)
     failed = [" ".join(words) for words in mine if words[-1] == "Failed"]
     if failed:

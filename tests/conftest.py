@@ -67,14 +67,25 @@ def params_file(tmp_path: Path, tiny_archive: Path) -> Path:
     return path
 
 
-def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True
-        ) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})},
-                            capture_output=True, text=True)
+def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True,
+        timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a command, capturing its output; a command that hangs fails the test after
+    `timeout` seconds with what it printed so far, instead of stalling the suite."""
+    try:
+        result = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})},
+                                capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        raise AssertionError(f"{' '.join(cmd)} did not finish in {timeout:.0f} s:\n"
+                             f"{_text(error.stdout)[-4000:]}\n{_text(error.stderr)[-4000:]}"
+                             ) from None
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
                              f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
 
 
 def stage(module: str, *args: str, cwd: Path, env: dict | None = None,
