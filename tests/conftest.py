@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +95,18 @@ def stage(module: str, *args: str, cwd: Path, env: dict | None = None,
           check: bool = True) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", f"pipeline.stages.{module}", *args], cwd=cwd, env=env,
                check=check)
+
+
+def stop_queue_workers(root: Path) -> None:
+    """Leave no `dvc queue` worker of `root` running: ask DVC first, then kill what is
+    left (a worker whose shutdown message was lost idles for ever)."""
+    run(["dvc", "queue", "stop", "--kill"], cwd=root, check=False, timeout=120)
+    # dvc-task records each worker as JSON; "returncode" stays null while it runs
+    for info_file in (root / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"):
+        info = json.loads(info_file.read_text())
+        if info.get("returncode") is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(info["pid"]), signal.SIGKILL)
 
 
 def make_project(dest: Path, params: dict) -> Path:

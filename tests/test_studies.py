@@ -12,7 +12,7 @@ import pytest
 from pipeline.config import VARIANTS, StudiesParams, StudyPoint, load_params
 from pipeline.errors import PipelineError
 from pipeline.studies import study_points
-from tests.conftest import make_project, run, tiny_params
+from tests.conftest import make_project, run, stop_queue_workers, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,8 @@ def test_every_study_point_in_params_yaml_is_valid() -> None:
         assert study_points(params, study)  # validates each point's overrides, or raises
 
 
-def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_archive: Path) -> None:
+def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_archive: Path,
+                                            request: pytest.FixtureRequest) -> None:
     studies = {
         "learning_curve": {
             "n8": {"set": {"classifier.train_examples": 8, "classifier.rnn_scratch.epochs": 1}},
@@ -75,6 +76,7 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_archive: Path) 
     run(["dvc", "repro"], cwd=root)
     run(["git", "add", "-A"], cwd=root)
     run(["git", "commit", "-qm", "baseline"], cwd=root, env=GIT_ENV)
+    request.addfinalizer(lambda: stop_queue_workers(root))
 
     out = run([sys.executable, "-m", "pipeline.studies", "learning-curve"], cwd=root)
     assert "Learning curve" in out.stdout
@@ -102,14 +104,26 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_archive: Path) 
         assert row.delta_vs_base == pytest.approx(row.accuracy - in_base)
     assert "last hidden state only" in (root / "reports/studies/ablation.md").read_text()
 
-    # every experiment of both studies logged into the main repository's MLflow store
+    # every queued experiment (these ran in temporary copies under .dvc/tmp/exps, the
+    # ablation's two at once) logged into the main repository's MLflow store: a parent run
+    # per experiment, a child per stage it reran, all tagged with the experiment's name
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name("rnn-pretrain-imdb")
-    parents = {p.info.run_name for p in client.search_runs(
+    parents = {p.info.run_name: p for p in client.search_runs(
         [experiment.experiment_id], "tags.`pipeline.role` = 'parent'")}
     assert {"pipeline:lc-n8", "pipeline:ablation-base",
-            "pipeline:ablation-last_pooling"} <= parents
+            "pipeline:ablation-last_pooling"} <= set(parents)
+    children = {name: client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        for name, parent in parents.items()}
+    for name in ("pipeline:lc-n8", "pipeline:ablation-base", "pipeline:ablation-last_pooling"):
+        # fewer labels rerun the classifiers and evaluate; the LM (no labels) is reused
+        assert {c.info.run_name for c in children[name]} == {
+            *(f"clf:{variant}" for variant in VARIANTS), "evaluate"}
+        assert all(c.data.tags["dvc.exp_name"] == parents[name].data.tags["dvc.exp_name"]
+                   for c in children[name])
+    assert not list((root / ".dvc/tmp/exps").rglob("mlflow.db"))
 
     run([sys.executable, "-m", "pipeline.studies", "pretraining-budget"], cwd=root)
     budget = pd.read_csv(root / "reports/studies/pretraining_budget.csv")
