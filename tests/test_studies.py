@@ -114,15 +114,15 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_archive: Path,
         [experiment.experiment_id], "tags.`pipeline.role` = 'parent'")}
     assert {"pipeline:lc-n8", "pipeline:ablation-base",
             "pipeline:ablation-last_pooling"} <= set(parents)
-    children = {name: client.search_runs(
-        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-        for name, parent in parents.items()}
     for name in ("pipeline:lc-n8", "pipeline:ablation-base", "pipeline:ablation-last_pooling"):
+        parent = parents[name]
+        children = client.search_runs(
+            [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
         # fewer labels rerun the classifiers and evaluate; the LM (no labels) is reused
-        assert {c.info.run_name for c in children[name]} == {
+        assert {c.info.run_name for c in children} == {
             *(f"clf:{variant}" for variant in VARIANTS), "evaluate"}
-        assert all(c.data.tags["dvc.exp_name"] == parents[name].data.tags["dvc.exp_name"]
-                   for c in children[name])
+        assert all(c.data.tags["dvc.exp_name"] == parent.data.tags["dvc.exp_name"]
+                   for c in children)
     assert not list((root / ".dvc/tmp/exps").rglob("mlflow.db"))
 
     run([sys.executable, "-m", "pipeline.studies", "pretraining-budget"], cwd=root)
