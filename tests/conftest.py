@@ -7,9 +7,11 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import yaml
@@ -126,6 +128,45 @@ def make_project(dest: Path, params: dict) -> Path:
     run(["dvc", "init", "-q"], cwd=dest)
     run(["git", "add", "-A"], cwd=dest)
     run(["git", "commit", "-qm", "init"], cwd=dest, env=env)
+    return dest
+
+
+def ran_stages(output: str) -> list[str]:
+    """The stages a `dvc repro` ran, in order, from its output."""
+    return [line.split("'")[1] for line in output.splitlines()
+            if line.startswith("Running stage '")]
+
+
+class TinyRun(NamedTuple):
+    root: Path
+    output: str  # what the first `dvc repro` printed
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> TinyRun:
+    """One whole `dvc repro` of the tiny project with the default tiny params. Tests that
+    need a project that has run work on their own copy (`copy_project`): never change it."""
+    root = make_project(tmp_path_factory.mktemp("tiny_run") / "repo", tiny_params(tiny_archive))
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}  # its own store, always
+    return TinyRun(root, run(["dvc", "repro"], cwd=root, env=env).stdout)
+
+
+def copy_project(source: Path, dest: Path) -> Path:
+    """A copy of a project that has run, as if it had run in `dest`. MLflow stores absolute
+    artifact paths (in mlflow.db and in each MLmodel file): they are moved to the copy, so
+    nothing in it reads or writes the original's artifacts."""
+    shutil.copytree(source, dest, symlinks=True)
+    old, new = str(source), str(dest)
+    with contextlib.closing(sqlite3.connect(dest / "mlflow.db")) as db, db:
+        tables = [name for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()]
+        for table in tables:
+            for column in [row[1] for row in db.execute(f"PRAGMA table_info('{table}')")]:
+                db.execute(f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) '
+                           f'WHERE typeof("{column}") = \'text\' AND instr("{column}", ?) > 0',
+                           (old, new, old))
+    for mlmodel in (dest / "mlartifacts").rglob("MLmodel"):
+        mlmodel.write_text(mlmodel.read_text().replace(old, new))
     return dest
 
 

@@ -12,18 +12,13 @@ import torch
 import yaml
 
 from pipeline.config import BACKWARD_VARIANT, ENSEMBLES, VARIANTS
-from tests.conftest import make_project, run, stage, tiny_params
+from tests.conftest import TinyRun, copy_project, ran_stages, run, stage
 
 pytestmark = pytest.mark.slow
 
 STAGES = ["fetch", "prepare", "tokenize", "vocab", "pretrain", "train_rnn_pretrained",
           "train_rnn_scratch", "train_bag_of_embeddings", "train_bag_of_embeddings_lm",
           "evaluate"]
-
-
-def ran_stages(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines()
-            if line.startswith("Running stage '")]
 
 
 def check_contract(metrics: dict) -> None:
@@ -44,11 +39,9 @@ def check_contract(metrics: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> Path:
-    root = make_project(tmp_path_factory.mktemp("e2e") / "repo", tiny_params(tiny_archive))
-    result = run(["dvc", "repro"], cwd=root)
-    assert ran_stages(result.stdout) == STAGES
-    return root
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_run: TinyRun) -> Path:
+    assert ran_stages(tiny_run.output) == STAGES
+    return copy_project(tiny_run.root, tmp_path_factory.mktemp("e2e") / "repo")
 
 
 def test_outputs_and_metrics_contract(project: Path) -> None:
@@ -96,6 +89,12 @@ def test_mlflow_runs_are_linked(project: Path) -> None:
     assert len(digests["pretrain"]) == 1 and len(digests["pretrain"][0]) == 16
     assert "valid_perplexity" in by_name["pretrain"].data.metrics
     assert by_name["pretrain"].data.tags["direction"] == "forward"
+    # the project is a copy of the session's tiny run: its runs' artifacts are its own
+    for run_ in runs:
+        assert run_.info.artifact_uri.startswith(project.as_uri()), run_.info.artifact_uri
+    model = client.get_logged_model(by_name["clf:rnn_pretrained"].outputs.model_outputs[0].model_id)
+    assert model.artifact_location.startswith(project.as_uri())
+    assert str(project) in mlflow.models.get_model_info(model.model_uri).artifact_path
 
 
 def test_second_repro_runs_nothing(project: Path) -> None:

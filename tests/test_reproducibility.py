@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from pipeline.config import VARIANTS
-from tests.conftest import make_project, run, tiny_params
+from tests.conftest import TinyRun, copy_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +40,17 @@ def without_timings(value: object) -> object:
     return value
 
 
-def test_two_runs_give_identical_outputs(tmp_path: Path, tiny_archive: Path) -> None:
-    root = make_project(tmp_path / "repo", tiny_params(tiny_archive))
-    run(["dvc", "repro"], cwd=root)
-    first_hashes = lock_hashes(root)
-    first_metrics = json.loads((root / "reports/metrics.json").read_text())
-    first_train = json.loads((root / "reports/train/rnn_pretrained.json").read_text())
+def test_two_runs_give_identical_outputs(tmp_path: Path, tiny_run: TinyRun) -> None:
+    """The session's tiny run, and a copy of it rerun from scratch (`--force`)."""
+    first = tiny_run.root
+    first_hashes = lock_hashes(first)
+    first_metrics = json.loads((first / "reports/metrics.json").read_text())
+    first_train = json.loads((first / "reports/train/rnn_pretrained.json").read_text())
 
+    root = copy_project(first, tmp_path / "repo")
     run(["dvc", "repro", "--force"], cwd=root)
     second_hashes = lock_hashes(root)
+    assert set(second_hashes) == set(first_hashes)
     for path, digest in first_hashes.items():
         if path not in NONDETERMINISTIC_OUTS:
             assert second_hashes[path] == digest, f"{path} changed between identical runs"

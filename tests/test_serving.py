@@ -26,7 +26,7 @@ from pipeline.config import VARIANTS, load_params
 from pipeline.predict import main as predict_main
 from pipeline.registry import register_best
 from pipeline.serving import TextClassifier
-from tests.conftest import make_project, run, stage, tiny_params
+from tests.conftest import TinyRun, copy_project, run, stage
 
 pytestmark = pytest.mark.slow
 
@@ -121,10 +121,8 @@ def mlflow_env(root: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> Path:
-    root = make_project(tmp_path_factory.mktemp("serving") / "repo", tiny_params(tiny_archive))
-    run(["dvc", "repro"], cwd=root, env=mlflow_env(root))
-    return root
+def project(tmp_path_factory: pytest.TempPathFactory, tiny_run: TinyRun) -> Path:
+    return copy_project(tiny_run.root, tmp_path_factory.mktemp("serving") / "repo")
 
 
 @pytest.fixture

@@ -8,11 +8,12 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline.config import VARIANTS, StudiesParams, StudyPoint, load_params
 from pipeline.errors import PipelineError
 from pipeline.studies import study_points
-from tests.conftest import make_project, run, stop_queue_workers, tiny_params
+from tests.conftest import TinyRun, copy_project, ran_stages, run, stop_queue_workers
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ def test_every_study_point_in_params_yaml_is_valid() -> None:
         assert study_points(params, study)  # validates each point's overrides, or raises
 
 
-def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_archive: Path,
+def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
                                             request: pytest.FixtureRequest) -> None:
     studies = {
         "learning_curve": {
@@ -70,10 +71,12 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_archive: Path,
         },
         "pretraining_budget": {"lm_short": {"set": {"pretrain.epochs": 1}}},
     }
-    params = tiny_params(tiny_archive)
+    # the session's tiny run, with these study points: no stage reads `studies`
+    root = copy_project(tiny_run.root, tmp_path / "repo")
+    params = yaml.safe_load((root / "params.yaml").read_text())
     params["studies"] = studies  # replace (not merge into) the real study points
-    root = make_project(tmp_path / "repo", params)
-    run(["dvc", "repro"], cwd=root)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran_stages(run(["dvc", "repro"], cwd=root).stdout) == []
     run(["git", "add", "-A"], cwd=root)
     run(["git", "commit", "-qm", "baseline"], cwd=root, env=GIT_ENV)
     request.addfinalizer(lambda: stop_queue_workers(root))
