@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 import yaml
 
 from benchmarks.bench_pipeline_stages import stage_commands
 from pipeline.config import load_params
 from tests.conftest import REPO, run
+
+# DVC commands in this repository itself: never two at once under pytest-xdist
+pytestmark = pytest.mark.xdist_group("dvc_in_repo")
 
 
 def test_stages_and_commands_are_dvcs_own() -> None:
