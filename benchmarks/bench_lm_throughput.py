@@ -49,7 +49,7 @@ from torch import nn
 from pipeline.batching import BPTTBatches
 from pipeline.config import Params, RuntimeParams, load_params
 from pipeline.models import EncoderConfig, LanguageModel
-from pipeline.runtime import Runtime, setup
+from pipeline.runtime import Runtime, cpu_has_bf16, setup
 from pipeline.tasks import LanguageModelTask
 from pipeline.training import adamw, one_cycle
 
@@ -292,10 +292,13 @@ def main() -> None:
         f"vocab {vocab:,}, batch {batch} x bptt {bptt}, {args.distribution} token ids")
 
     log(f"matmul peak: {args.peak_size}x{args.peak_size}, {args.peak_repeats} repeats")
-    peak = {"fp32": matmul_gflops(torch.float32, args.peak_size, args.peak_repeats,
-                                  runtime.device),
-            "bf16": matmul_gflops(torch.bfloat16, args.peak_size, args.peak_repeats,
-                                  runtime.device)}
+    peak: dict[str, float | None] = {
+        "fp32": matmul_gflops(torch.float32, args.peak_size, args.peak_repeats, runtime.device)}
+    # a CPU without AVX-512 BF16 / AMX emulates bf16 matmuls (~300x slower than fp32 on an
+    # AVX2-only EPYC: a minute for one 2048^3 product); the project runs in fp32 there
+    peak["bf16"] = (matmul_gflops(torch.bfloat16, args.peak_size, args.peak_repeats,
+                                  runtime.device)
+                    if runtime.device.type == "cuda" or cpu_has_bf16() else None)
 
     total_steps = args.warmup + args.rounds * args.steps + args.profile + 10
     step_a, model_a = project_step(params, runtime, vocab, stream, total_steps)
@@ -339,7 +342,8 @@ def main() -> None:
         return {"tokens_per_s": round(tps), "step_s": rounded(step_tokens / tps),
                 "samples_tokens_per_s": [round(r) for r in samples], "precision": precision,
                 "flops_per_token": rounded(flops, 4), "achieved_gflops": rounded(achieved),
-                "mfu": rounded(achieved / peak[precision]), "mfu_vs": f"{precision} matmul peak"}
+                "mfu": None if peak[precision] is None else rounded(achieved / peak[precision]),
+                "mfu_vs": f"{precision} matmul peak"}
 
     ratio = tps_a / tps_b
     emit("lm_throughput", {
@@ -352,7 +356,7 @@ def main() -> None:
                    "steps": args.steps, "ref_steps": args.ref_steps, "warmup": args.warmup,
                    "threads": torch.get_num_threads(), "quick": args.quick,
                    "device": str(runtime.device)},
-        "peak_gflops": {k: round(v, 1) for k, v in peak.items()},
+        "peak_gflops": {k: None if v is None else round(v, 1) for k, v in peak.items()},
         "project": figures(tps_a, rates_a, flops_a, precision_a, tokens_per_step),
         "reference": {**figures(tps_b, rates_b, flops_b, "fp32", ref_tokens_per_step),
                       "batch": ref_batch, "bptt": ref_bptt,
