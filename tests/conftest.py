@@ -151,6 +151,15 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> Ti
     return TinyRun(root, run(["dvc", "repro"], cwd=root, env=env).stdout)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (--dist loadgroup) every test that uses `tiny_run`, directly or
+    through a fixture, runs on one worker: the one that made the run."""
+    for item in items:
+        if "tiny_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("tiny_run"))
+
+
 def copy_project(source: Path, dest: Path) -> Path:
     """A copy of a project that has run, as if it had run in `dest`. MLflow stores absolute
     artifact paths (in mlflow.db and in each MLmodel file): they are moved to the copy, so

@@ -14,8 +14,7 @@ import yaml
 from pipeline.config import BACKWARD_VARIANT, ENSEMBLES, VARIANTS
 from tests.conftest import TinyRun, copy_project, ran_stages, run, stage
 
-# with pytest-xdist, on the worker that holds the session's tiny run (conftest.tiny_run)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
+pytestmark = pytest.mark.slow
 
 STAGES = ["fetch", "prepare", "tokenize", "vocab", "pretrain", "train_rnn_pretrained",
           "train_rnn_scratch", "train_bag_of_embeddings", "train_bag_of_embeddings_lm",

@@ -11,8 +11,7 @@ import yaml
 from pipeline.config import VARIANTS
 from tests.conftest import TinyRun, copy_project, run
 
-# with pytest-xdist, on the worker that holds the session's tiny run (conftest.tiny_run)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
+pytestmark = pytest.mark.slow
 
 # Wall-clock fields: the only values that legitimately differ between two runs.
 TIMING_KEYS = {"train_seconds", "inference_seconds", "total_train_seconds"}

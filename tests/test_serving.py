@@ -28,8 +28,7 @@ from pipeline.registry import register_best
 from pipeline.serving import TextClassifier
 from tests.conftest import TinyRun, copy_project, run, stage
 
-# with pytest-xdist, on the worker that holds the session's tiny run (conftest.tiny_run)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
+pytestmark = pytest.mark.slow
 
 MODEL_NAME = "rnn-pretrain-imdb-classifier"  # registry.model_name null -> "<experiment>-classifier"
 REVIEWS = ["One of the best films I have seen: moving, funny and beautifully shot.",

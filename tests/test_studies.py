@@ -15,8 +15,7 @@ from pipeline.errors import PipelineError
 from pipeline.studies import study_points
 from tests.conftest import TinyRun, copy_project, ran_stages, run, stop_queue_workers
 
-# with pytest-xdist, on the worker that holds the session's tiny run (conftest.tiny_run)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
+pytestmark = pytest.mark.slow
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
