@@ -59,6 +59,22 @@ def test_outputs_and_metrics_contract(project: Path) -> None:
     assert (project / "plots_html" / "index.html").exists(), plots.stdout
 
 
+def test_stage_timings_are_recorded_and_printed(tiny_run: TinyRun) -> None:
+    """reports/timings.json holds each stage's own time, its whole process's time (start-up
+    and imports included) and peak memory; evaluate prints those of the stages before it."""
+    timings = json.loads((tiny_run.root / "reports/timings.json").read_text())
+    assert set(timings) == set(STAGES)
+    for name, entry in timings.items():
+        assert entry["seconds"] > 0, name
+        assert entry["process_seconds"] > entry["seconds"], name  # imports precede main()
+        assert entry["peak_rss_mb"] > 0, name
+    lines = [line for line in tiny_run.output.splitlines()
+             if line.startswith("Stage wall time (s), with process start-up")]
+    assert len(lines) == 1, tiny_run.output[-2000:]
+    assert all(f" {name} " in lines[0] for name in STAGES[:-1])  # evaluate prints before its own
+    assert lines[0].rstrip().endswith("s with start-up")
+
+
 def test_mlflow_runs_are_linked(project: Path) -> None:
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = mlflow.MlflowClient()
