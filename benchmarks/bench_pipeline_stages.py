@@ -90,10 +90,8 @@ def main() -> None:
     reference = read_timings(args.reference) if args.reference else {}
     stages = {}
     for name, _ in commands:
-        entry: dict[str, object] = {
-            "seconds": recorded.get(name, {}).get("seconds"),
-            "process_seconds": recorded.get(name, {}).get("process_seconds"),
-            "peak_rss_mb": recorded.get(name, {}).get("peak_rss_mb")}
+        entry: dict[str, object] = {key: recorded.get(name, {}).get(key)
+                                    for key in ("seconds", "process_seconds", "peak_rss_mb")}
         if name in reference:
             entry["reference_seconds"] = reference[name]["seconds"]
             if entry["seconds"]:

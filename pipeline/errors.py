@@ -27,13 +27,6 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
         print(f"\n[{name}] interrupted; outputs of this stage were not written", file=sys.stderr)
         sys.exit(130)
     seconds = time.perf_counter() - started
-    record_stage_time(name, seconds)
-    print(f"[{name}] done in {seconds:.1f} s{with_start_up(seconds)}")
-
-
-def with_start_up(seconds: float) -> str:
-    """`` (N s with start-up and imports)`` where the process's age is known."""
-    from pipeline.timing import process_age_seconds
-
-    age = process_age_seconds()
-    return "" if age is None else f" ({max(age, seconds):.1f} s with start-up and imports)"
+    whole = record_stage_time(name, seconds).get("process_seconds")
+    start_up = "" if whole is None else f" ({whole:.1f} s with start-up and imports)"
+    print(f"[{name}] done in {seconds:.1f} s{start_up}")

@@ -38,8 +38,9 @@ def process_age_seconds() -> float | None:
 
 
 def record_stage_time(stage: str, seconds: float, path: Path = TIMINGS,
-                      process_seconds: float | None = None) -> None:
-    """Record one stage's timings; ``process_seconds`` defaults to this process's age."""
+                      process_seconds: float | None = None) -> dict[str, float]:
+    """Record one stage's timings and return its entry; ``process_seconds`` defaults to this
+    process's age."""
     if process_seconds is None:
         process_seconds = process_age_seconds()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +55,7 @@ def record_stage_time(stage: str, seconds: float, path: Path = TIMINGS,
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, path)
+    return timings[stage]
 
 
 def read_timings(path: Path = TIMINGS) -> dict[str, dict[str, float]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.timing import process_age_seconds, read_timings, record_stage_time, summary
+from tests.conftest import run
 
-REPO = Path(__file__).resolve().parents[1]
 LINUX_PROC = Path("/proc/self/stat").exists()
 
 
@@ -46,15 +45,13 @@ def test_summary_sums_own_and_whole_process_times() -> None:
 
 
 @pytest.mark.skipif(not LINUX_PROC, reason="the process's age is read from /proc")
-def test_a_stage_records_its_start_up(tmp_path: Path) -> None:
+def test_a_stage_records_its_start_up(tmp_path: Path, pipeline_env: dict) -> None:
     """A real stage process: its imports happen before main() starts, so they show only in
     process_seconds."""
     code = ("import time, torch\n"  # an import that takes a while, as every stage has
             "from pipeline.errors import run_stage\n"
             "run_stage('demo', lambda: time.sleep(0.3))\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                            text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-                            check=True)
+    result = run([sys.executable, "-c", code], cwd=tmp_path, env=pipeline_env)
     match = re.search(r"\[demo\] done in ([\d.]+) s \(([\d.]+) s with start-up and imports\)",
                       result.stdout)
     assert match, result.stdout

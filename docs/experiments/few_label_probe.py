@@ -21,24 +21,23 @@ import torch
 from sklearn.linear_model import LogisticRegressionCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from torch import nn
 
 from pipeline.batching import Corpus, classifier_batches
 from pipeline.config import load_params
-from pipeline.models import RNNEncoder, load_checkpoint
+from pipeline.models import RNNClassifier, RNNEncoder, load_checkpoint
 
 
 @torch.no_grad()
 def pooled_states(encoder: RNNEncoder, corpus: Corpus, max_len: int) -> np.ndarray:
-    """[N, 3 * hidden]: last state, max-pool and mean-pool over each review's real tokens."""
-    hidden = encoder.config.hidden
-    out = np.zeros((len(corpus), 3 * hidden), np.float32)
+    """[N, 3 * hidden]: last state, max-pool and mean-pool over each review's real tokens,
+    as the classifier pools them (its concat pooling, with no head)."""
+    pooling = RNNClassifier(encoder.config, n_classes=2, pooling="concat")
+    pooling.encoder, pooling.head = encoder, nn.Identity()
+    pooling.eval()
+    out = np.zeros((len(corpus), 3 * encoder.config.hidden), np.float32)
     for indices, (tokens, lengths, _) in classifier_batches(corpus, 128, max_len, None):
-        states, _ = encoder(tokens)
-        mask = (torch.arange(tokens.size(1))[None, :] < lengths[:, None]).unsqueeze(-1)
-        last = states[torch.arange(states.size(0)), lengths - 1]
-        max_pool = states.masked_fill(~mask, float("-inf")).max(dim=1).values
-        mean_pool = states.masked_fill(~mask, 0.0).sum(dim=1) / lengths[:, None]
-        out[indices] = torch.cat([last, max_pool, mean_pool], dim=-1).numpy()
+        out[indices] = pooling(tokens, lengths).numpy()
     return out
 
 
