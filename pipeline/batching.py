@@ -3,7 +3,8 @@
 * Language model: documents joined by ``<eos>`` into one stream, cut into ``batch``
   parallel rows, read ``bptt`` steps at a time (truncated BPTT).
 * Classifiers: reviews bucketed by length so a batch holds similar lengths (little
-  padding to compute on; models mask what is left), truncated to ``max_len`` tokens.
+  padding to compute on; models mask what is left), truncated to ``max_len`` tokens
+  (``None``: whole, for BPT3C, where the model bounds what it back-propagates through).
 """
 
 from __future__ import annotations
@@ -149,13 +150,13 @@ class BPTTBatches:
 # ---------------------------------------------------------------- classifiers
 
 
-def truncate(ids: np.ndarray, max_len: int) -> np.ndarray:
-    """Keep the first quarter and the last three quarters of ``max_len`` tokens.
+def truncate(ids: np.ndarray, max_len: int | None) -> np.ndarray:
+    """Keep the first quarter and the last three quarters of ``max_len`` tokens (all: None).
 
     Reviews tend to open with the topic and close with the verdict; keeping both ends
     beats keeping only the start (Sun et al., 2019 found the same for BERT).
     """
-    if len(ids) <= max_len:
+    if max_len is None or len(ids) <= max_len:
         return ids
     head = max_len // 4
     return np.concatenate([ids[:head], ids[len(ids) - (max_len - head):]])
@@ -176,7 +177,7 @@ def bucket_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     return batches
 
 
-def collate(corpus: Corpus, indices: np.ndarray, max_len: int
+def collate(corpus: Corpus, indices: np.ndarray, max_len: int | None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Padded tokens [B, T], lengths [B] and labels [B] (None for unlabeled data)."""
     docs = [truncate(np.asarray(corpus.ids[corpus.offsets[i]:corpus.offsets[i + 1]]), max_len)
@@ -190,10 +191,10 @@ def collate(corpus: Corpus, indices: np.ndarray, max_len: int
     return torch.from_numpy(tokens), torch.from_numpy(lengths), labels
 
 
-def classifier_batches(corpus: Corpus, batch_size: int, max_len: int,
+def classifier_batches(corpus: Corpus, batch_size: int, max_len: int | None,
                        rng: np.random.Generator | None, start: int = 0
                        ) -> Iterator[tuple[np.ndarray, tuple[torch.Tensor, ...]]]:
     """(indices, batch) pairs; ``start`` skips batches without collating them (resuming)."""
-    lengths = np.minimum(corpus.lengths, max_len)
+    lengths = corpus.lengths if max_len is None else np.minimum(corpus.lengths, max_len)
     for indices in bucket_batches(lengths, batch_size, rng)[start:]:
         yield indices, collate(corpus, indices, max_len)

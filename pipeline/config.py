@@ -175,6 +175,10 @@ class BagOfEmbeddingsLMParams(Section):
 
 class ClassifierParams(Section):
     max_len: int = Field(400, ge=4)
+    # BPT3C (ULMFiT): read whole reviews in bptt-token chunks; the RNNs back-propagate
+    # through the last max_len tokens only. false: truncate reviews to max_len tokens.
+    bpt3c: bool = False
+    bptt: int = Field(70, ge=1)
     # labeled training examples the classifiers see (a stratified sample of the train split;
     # null = all): few-label studies and learning curves. Pretraining still reads all text.
     train_examples: int | None = Field(None, ge=2)

@@ -6,7 +6,8 @@
 * :class:`LanguageModel` — encoder -> next-word softmax (adaptive, or full with tied weights).
 * :class:`RNNClassifier` — encoder -> concat pooling [last, max, mean] -> linear; a
   ``backward`` one reads each review from its last token to its first (ULMFiT's backward
-  model, fine-tuned from a language model trained on reversed text).
+  model, fine-tuned from a language model trained on reversed text); optionally reads long
+  reviews whole, in chunks, with gradients through the last steps only (BPT3C).
 * :class:`BagOfEmbeddings` — mean of word embeddings -> linear (the classic baseline).
 
 Checkpoints are plain dicts (config + state_dict) loadable with ``weights_only=True``.
@@ -205,14 +206,25 @@ class RNNClassifier(nn.Module):
     (unpadded) steps; ``last``: the last hidden state only (the classic RNN classifier).
     ``backward``: the model reverses each row's real tokens itself, so batching,
     inference and serving are the same for both directions.
+
+    ``grad_len`` (BPT3C, ULMFiT's "BPTT for text classification"): a batch longer than
+    ``grad_len`` steps is read in ``bptt``-step chunks, the hidden state carried from one
+    to the next. Chunks before the last ``grad_len`` steps run without gradients and keep
+    only running pooling sums, so memory stays that of a ``grad_len``-step batch however
+    long the review; the last ``grad_len`` steps start from their final state and are
+    back-propagated through as one sequence. Pooling covers every real step. ``None``:
+    one pass over the whole batch (the caller truncates long reviews).
     """
 
     def __init__(self, encoder: EncoderConfig, n_classes: int, head_dropout: float = 0.3,
-                 pooling: str = "concat", backward: bool = False) -> None:
+                 pooling: str = "concat", backward: bool = False,
+                 grad_len: int | None = None, bptt: int = 70) -> None:
         super().__init__()
         self.encoder = RNNEncoder(encoder)
         self.pooling = pooling
         self.backward = backward
+        self.grad_len = grad_len
+        self.bptt = bptt
         width = 3 * encoder.hidden if pooling == "concat" else encoder.hidden
         self.head = nn.Sequential(nn.Dropout(head_dropout), nn.Linear(width, n_classes))
 
@@ -225,15 +237,66 @@ class RNNClassifier(nn.Module):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.backward:
             tokens = reverse_padded(tokens, lengths)
-        out, _ = self.encoder(tokens)
-        steps = torch.arange(tokens.size(1), device=tokens.device)
-        mask = (steps[None, :] < lengths[:, None]).unsqueeze(-1)  # [B, T, 1], False on padding
-        last = out[torch.arange(out.size(0), device=out.device), lengths - 1]
+        split, hidden, prefix = 0, None, None
+        if self.grad_len is not None and tokens.size(1) > self.grad_len:  # BPT3C
+            split = tokens.size(1) - self.grad_len  # the last grad_len steps get gradients
+            hidden, prefix = self.read_prefix(tokens[:, :split], lengths)
+        out, _ = self.encoder(tokens[:, split:], hidden)
+        return self.head(self.pool(out, lengths - split, lengths, prefix))
+
+    @torch.no_grad()
+    def read_prefix(self, tokens: torch.Tensor, lengths: torch.Tensor
+                    ) -> tuple[Hidden, ChunkPooling]:
+        """BPT3C: read the steps before the last ``grad_len`` in ``bptt``-step chunks, with no
+        gradients; the final hidden state and running pooling values are what is left."""
+        pooled = ChunkPooling(tokens.size(0), self.encoder.config.hidden, tokens.device)
+        hidden: Hidden | None = None
+        for start in range(0, tokens.size(1), self.bptt):
+            out, hidden = self.encoder(tokens[:, start:start + self.bptt], hidden)
+            pooled.add(out, lengths - start)
+        return hidden, pooled
+
+    def pool(self, out: torch.Tensor, remaining: torch.Tensor, lengths: torch.Tensor,
+             prefix: ChunkPooling | None) -> torch.Tensor:
+        """Pooled features of ``out`` [B, T, H], whose first ``remaining`` steps are real
+        (rows that ended in the ``prefix`` have none), combined with the prefix's."""
+        rows = torch.arange(out.size(0), device=out.device)
+        steps = torch.arange(out.size(1), device=out.device)
+        mask = (steps[None, :] < remaining[:, None]).unsqueeze(-1)  # [B, T, 1], False on padding
+        last = out[rows, (remaining - 1).clamp_min(0)]
+        if prefix is not None:
+            last = torch.where((remaining > 0)[:, None], last, prefix.last.to(out.dtype))
         if self.pooling == "last":
-            return self.head(last)
+            return last
         max_pool = out.masked_fill(~mask, float("-inf")).max(dim=1).values
-        mean_pool = out.masked_fill(~mask, 0.0).sum(dim=1) / lengths[:, None].to(out.dtype)
-        return self.head(torch.cat([last, max_pool, mean_pool], dim=-1))
+        total = out.masked_fill(~mask, 0.0).sum(dim=1)
+        if prefix is None:
+            mean_pool = total / lengths[:, None].to(out.dtype)
+        else:
+            max_pool = torch.maximum(max_pool, prefix.max.to(out.dtype))
+            mean_pool = ((total.float() + prefix.sum) / lengths[:, None]).to(out.dtype)
+        return torch.cat([last, max_pool, mean_pool], dim=-1)
+
+
+class ChunkPooling:
+    """Running last state, max and sum (fp32) over the real steps of chunks read in turn."""
+
+    def __init__(self, batch: int, hidden: int, device: torch.device) -> None:
+        self.last = torch.zeros(batch, hidden, device=device)
+        self.max = torch.full((batch, hidden), float("-inf"), device=device)
+        self.sum = torch.zeros(batch, hidden, device=device)
+
+    def add(self, out: torch.Tensor, remaining: torch.Tensor) -> None:
+        """``out`` [B, T, H] of one chunk; ``remaining``: each row's real steps from its start."""
+        out = out.float()
+        steps = torch.arange(out.size(1), device=out.device)
+        mask = (steps[None, :] < remaining[:, None]).unsqueeze(-1)
+        self.max = torch.maximum(self.max, out.masked_fill(~mask, float("-inf")).max(dim=1).values)
+        self.sum += out.masked_fill(~mask, 0.0).sum(dim=1)
+        ends_here = (remaining > 0) & (remaining <= out.size(1))
+        index = (remaining - 1).clamp(0, out.size(1) - 1)
+        chunk_last = out[torch.arange(out.size(0), device=out.device), index]
+        self.last = torch.where(ends_here[:, None], chunk_last, self.last)
 
 
 def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -268,7 +331,8 @@ def build_model(kind: str, config: dict) -> nn.Module:
         return LanguageModel(encoder, config["softmax"], tuple(config["cutoffs"]))
     if kind == "rnn_classifier":
         return RNNClassifier(encoder, config["n_classes"], config["head_dropout"],
-                             config.get("pooling", "concat"), config.get("backward", False))
+                             config.get("pooling", "concat"), config.get("backward", False),
+                             config.get("grad_len"), config.get("bptt", 70))
     if kind == "bag_of_embeddings":
         return BagOfEmbeddings(config["vocab_size"], config["embedding_dim"],
                                config["n_classes"], config["dropout"])

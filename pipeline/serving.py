@@ -64,7 +64,7 @@ class TextClassifier:
     model: nn.Module
     vocab: Vocab
     label_names: list[str]
-    max_len: int
+    max_len: int | None  # tokens read per text (None: whole, BPT3C)
     lowercase: bool
     batch_size: int = 64
 
@@ -81,8 +81,8 @@ class TextClassifier:
             raise PipelineError(f"{checkpoint} holds a {blob['kind']!r} model, not a classifier "
                                 "(use models/<variant>.pt)")
         model.eval()
-        return cls(model, vocab, [str(n) for n in blob["label_names"]], int(blob["max_len"]),
-                   lowercase)
+        max_len = None if blob["max_len"] is None else int(blob["max_len"])
+        return cls(model, vocab, [str(n) for n in blob["label_names"]], max_len, lowercase)
 
     def columns(self) -> list[str]:
         return ["label", "probability", *[f"prob_{name}" for name in self.label_names]]

@@ -82,7 +82,7 @@ def stream_loss(model: LanguageModel, stream: np.ndarray, bptt: int, device: tor
 class ClassifierTask:
     """Length-bucketed, shuffled batches of labeled reviews; selection on valid accuracy."""
 
-    def __init__(self, train: Corpus, valid: Corpus, batch_size: int, max_len: int,
+    def __init__(self, train: Corpus, valid: Corpus, batch_size: int, max_len: int | None,
                  seed: int, device: torch.device) -> None:
         self.train, self.valid = train, valid
         self.batch_size, self.max_len, self.seed, self.device = batch_size, max_len, seed, device
@@ -116,9 +116,10 @@ class ClassifierTask:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, corpus: Corpus, batch_size: int, max_len: int,
+def predict_proba(model: nn.Module, corpus: Corpus, batch_size: int, max_len: int | None,
                   device: torch.device, runtime: Runtime | None = None) -> np.ndarray:
-    """Class probabilities [N, C] for every document, in corpus order."""
+    """Class probabilities [N, C] for every document, in corpus order; documents are
+    truncated to ``max_len`` tokens (``None``: read whole)."""
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.batching import BPTTBatches, Corpus, bucket_batches, collate, lm_stream, truncate
+from pipeline.batching import (
+    BPTTBatches,
+    Corpus,
+    bucket_batches,
+    classifier_batches,
+    collate,
+    lm_stream,
+    truncate,
+)
 from pipeline.errors import PipelineError
 from pipeline.text import EOS_ID, PAD_ID
 
@@ -68,6 +76,20 @@ def test_collate_pads_at_the_end() -> None:
     tokens, lengths, labels = collate(data, np.array([0, 1, 2]), max_len=10)
     assert tokens.tolist() == [[5, 6, 7], [8, PAD_ID, PAD_ID], [PAD_ID, PAD_ID, PAD_ID]]
     assert lengths.tolist() == [3, 1, 1] and labels.tolist() == [1, 0, 1]
+
+
+def test_no_max_len_keeps_whole_documents_for_bpt3c() -> None:
+    docs = [list(range(3, 3 + n)) for n in (40, 5, 33, 2)]
+    data = corpus(docs, labels=[0, 1, 0, 1])
+    assert truncate(np.arange(50), None).tolist() == list(range(50))
+    seen = {}
+    for indices, (tokens, lengths, _) in classifier_batches(data, 2, None, None):
+        for row, index in enumerate(indices):
+            seen[int(index)] = tokens[row, : lengths[row]].tolist()
+    assert seen == dict(enumerate(docs))
+    # with a max_len, the same batches are truncated (and bucketed on truncated lengths)
+    _, (tokens, lengths, _) = next(classifier_batches(data, 4, 8, None))
+    assert tokens.size(1) == 8 and lengths.max() == 8
 
 
 def test_labeled_sample_is_stratified_seeded_and_a_true_subset() -> None:

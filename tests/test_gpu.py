@@ -69,16 +69,20 @@ def test_gpu_training_matches_cpu_in_fp32(exact_inputs: Path, module: str, args:
     assert_same_training(root / "cpu", root / "cuda", model, summary, key)
 
 
-def test_bf16_fine_tuning_on_gpu_predicts_like_the_cpu(tmp_path: Path,
-                                                       tiny_archive: Path) -> None:
+@pytest.mark.parametrize("classifier", [{}, {"bpt3c": True, "max_len": 12, "bptt": 5}],
+                         ids=["truncated", "bpt3c"])
+def test_bf16_fine_tuning_on_gpu_predicts_like_the_cpu(tmp_path: Path, tiny_archive: Path,
+                                                       classifier: dict) -> None:
     """The default precision (bf16 autocast) end to end on the GPU: LM, fine-tuned
-    classifier; its checkpoint loads on a CPU and predicts what the GPU predicts."""
+    classifier (reviews truncated, or read whole in chunks: BPT3C); its checkpoint loads on
+    a CPU and predicts what the GPU predicts."""
     from pipeline.batching import Corpus
     from pipeline.models import load_checkpoint
     from pipeline.tasks import predict_proba
 
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
-    prepare_inputs(tmp_path, tiny_params(tiny_archive, runtime={"device": "cuda"}), env)
+    prepare_inputs(tmp_path, tiny_params(tiny_archive, runtime={"device": "cuda"},
+                                         classifier=classifier), env)
     log = stage("pretrain", "--params", "params.yaml", cwd=tmp_path, env=env).stdout
     assert "'device': 'cuda'" in log and "'precision': 'torch.bfloat16'" in log
     stage("train", "rnn_pretrained", "--params", "params.yaml", cwd=tmp_path, env=env)

@@ -232,3 +232,78 @@ def test_picked_equals_gather_bit_for_bit(autocast: bool) -> None:
     assert values.dtype == want_values.dtype == (torch.bfloat16 if autocast else torch.float32)
     assert torch.equal(values, want_values)
     assert torch.equal(grad, want_grad)
+
+
+@pytest.mark.parametrize("pooling", ["concat", "last"])
+@pytest.mark.parametrize("backward", [False, True])
+def test_bpt3c_reads_long_batches_in_chunks_like_one_pass(pooling: str, backward: bool) -> None:
+    """Chunked reading (BPT3C) carries the state across chunks: in eval mode it gives what
+    one pass over the whole batch gives, rows ending inside the gradient-free prefix too."""
+    torch.manual_seed(0)
+    whole = RNNClassifier(CONFIG, n_classes=3, pooling=pooling, backward=backward).eval()
+    chunked = RNNClassifier(CONFIG, n_classes=3, pooling=pooling, backward=backward,
+                            grad_len=7, bptt=3).eval()
+    chunked.load_state_dict(whole.state_dict())
+    tokens = torch.randint(3, 50, (4, 20))
+    lengths = torch.tensor([20, 17, 9, 2])  # prefix = the first 13 steps; 9 and 2 end in it
+    for row, length in enumerate(lengths):
+        tokens[row, length:] = 0
+    with torch.no_grad():
+        expected = whole(tokens, lengths)
+        assert torch.allclose(chunked(tokens, lengths), expected, atol=1e-5)
+        # batches no longer than grad_len take the one-pass path, bit for bit
+        assert torch.equal(chunked(tokens[:, :7], lengths.clamp(max=7)),
+                           whole(tokens[:, :7], lengths.clamp(max=7)))
+
+
+def test_bpt3c_back_propagates_through_the_last_grad_len_steps_only() -> None:
+    torch.manual_seed(0)
+    config = EncoderConfig(vocab_size=50, embedding_dim=12, hidden=16, layers=2, dropout=0.0,
+                           embedding_dropout=0.0, input_dropout=0.0)
+    model = RNNClassifier(config, n_classes=2, grad_len=7, bptt=4)
+    tokens = torch.arange(3, 23)[None, :]  # a different word at each of the 20 steps
+    model(tokens, torch.tensor([20])).sum().backward()
+    grad = model.encoder.embedding.weight.grad.norm(dim=1)
+    assert torch.all(grad[3:16] == 0)  # the first 13 steps: read, not back-propagated
+    assert torch.all(grad[16:23] > 0)  # the last 7 steps
+    # the prefix still informs the prediction: through the carried state and the pooling
+    with torch.no_grad():
+        changed = tokens.clone()
+        changed[0, :13] = torch.arange(30, 43)
+        model.eval()
+        assert (model(changed, torch.tensor([20])) - model(tokens, torch.tensor([20]))
+                ).abs().max() > 1e-4
+
+
+def test_bpt3c_checkpoint_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = RNNClassifier(CONFIG, n_classes=2, grad_len=6, bptt=3).eval()
+    path = tmp_path / "bpt3c.pt"
+    save_checkpoint(path, "rnn_classifier", {"encoder": encoder_dict(CONFIG), "n_classes": 2,
+                                             "head_dropout": 0.3, "grad_len": 6, "bptt": 3},
+                    model)
+    loaded, _ = load_checkpoint(path)
+    assert (loaded.grad_len, loaded.bptt) == (6, 3)
+    tokens = torch.randint(3, 50, (2, 15))
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(tokens, torch.tensor([15, 15])),
+                           model(tokens, torch.tensor([15, 15])))
+
+
+def test_bpt3c_under_bf16_autocast_matches_one_pass() -> None:
+    """The chunked path mixes fp32 running sums with bf16 chunk outputs (GPUs and bf16 CPUs
+    train under autocast): it must stay as close to one pass as bf16 allows. A plain RNN
+    cell: its output is bf16 under CPU autocast, and unlike oneDNN's bf16 LSTM it runs on
+    CPUs without native bf16."""
+    torch.manual_seed(0)
+    config = EncoderConfig(vocab_size=50, embedding_dim=12, hidden=16, layers=2, cell="rnn")
+    whole = RNNClassifier(config, n_classes=2).eval()
+    chunked = RNNClassifier(config, n_classes=2, grad_len=5, bptt=4).eval()
+    chunked.load_state_dict(whole.state_dict())
+    tokens = torch.randint(3, 50, (3, 24))
+    lengths = torch.tensor([24, 20, 3])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert whole.encoder(tokens)[0].dtype == torch.bfloat16
+        expected, got = whole(tokens, lengths), chunked(tokens, lengths)
+    assert got.dtype == expected.dtype
+    assert torch.allclose(got.float(), expected.float(), atol=0.05)

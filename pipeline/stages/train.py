@@ -95,7 +95,10 @@ def build(variant: str, params: Params, vocab_size: int, n_classes: int, lm_path
     if settings.weight_dropout is not None:
         encoder = replace(encoder, weight_dropout=settings.weight_dropout)
     backward = variant == BACKWARD_VARIANT
-    model = RNNClassifier(encoder, n_classes, settings.head_dropout, settings.pooling, backward)
+    common = params.classifier
+    grad_len = common.max_len if common.bpt3c else None
+    model = RNNClassifier(encoder, n_classes, settings.head_dropout, settings.pooling, backward,
+                          grad_len, common.bptt)
     if variant in ("rnn_pretrained", BACKWARD_VARIANT):
         direction = "backward" if backward else "forward"
         model.encoder.load_state_dict(
@@ -103,6 +106,8 @@ def build(variant: str, params: Params, vocab_size: int, n_classes: int, lm_path
     config = {"encoder": encoder_dict(encoder), "n_classes": n_classes,
               "head_dropout": settings.head_dropout, "pooling": settings.pooling,
               "backward": backward}
+    if grad_len is not None:  # BPT3C; without it, checkpoints are as they always were
+        config.update(grad_len=grad_len, bptt=common.bptt)
     # discriminative learning rates: lower layers (more general features) move slower
     layer_groups = model.layer_groups()
     top = len(layer_groups) - 1
@@ -151,7 +156,8 @@ def main() -> None:
     common = params.classifier
     settings = settings_of(params, variant)
     batch_size = getattr(settings, "batch_size", common.batch_size)
-    task = ClassifierTask(train, valid, batch_size, common.max_len, params.runtime.seed,
+    read_len = None if common.bpt3c else common.max_len  # BPT3C reads whole reviews
+    task = ClassifierTask(train, valid, batch_size, read_len, params.runtime.seed,
                           runtime.device)
     optimizer = adamw(groups, weight_decay=settings.weight_decay)
     scheduler = one_cycle(optimizer, settings.epochs * task.steps_per_epoch)
@@ -180,7 +186,7 @@ def main() -> None:
         mlflow.set_tag("variant", variant)
         result = train_model(lambda e, m: tracking.log_epoch(m, e))
         save_checkpoint(model_path, kind, config, model,
-                        {"label_names": info["label_names"], "max_len": common.max_len,
+                        {"label_names": info["label_names"], "max_len": read_len,
                          "variant": variant})
         from pipeline.serving import log_classifier_model  # imports mlflow.pyfunc: only here
 
