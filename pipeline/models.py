@@ -260,22 +260,30 @@ class RNNClassifier(nn.Module):
              prefix: ChunkPooling | None) -> torch.Tensor:
         """Pooled features of ``out`` [B, T, H], whose first ``remaining`` steps are real
         (rows that ended in the ``prefix`` have none), combined with the prefix's."""
-        rows = torch.arange(out.size(0), device=out.device)
-        steps = torch.arange(out.size(1), device=out.device)
-        mask = (steps[None, :] < remaining[:, None]).unsqueeze(-1)  # [B, T, 1], False on padding
-        last = out[rows, (remaining - 1).clamp_min(0)]
+        last, max_pool, total = masked_pooling(out, remaining)
         if prefix is not None:
             last = torch.where((remaining > 0)[:, None], last, prefix.last.to(out.dtype))
         if self.pooling == "last":
             return last
-        max_pool = out.masked_fill(~mask, float("-inf")).max(dim=1).values
-        total = out.masked_fill(~mask, 0.0).sum(dim=1)
         if prefix is None:
             mean_pool = total / lengths[:, None].to(out.dtype)
         else:
             max_pool = torch.maximum(max_pool, prefix.max.to(out.dtype))
             mean_pool = ((total.float() + prefix.sum) / lengths[:, None]).to(out.dtype)
         return torch.cat([last, max_pool, mean_pool], dim=-1)
+
+
+def masked_pooling(out: torch.Tensor, remaining: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Over each row's first ``remaining`` steps of ``out`` [B, T, H] (the rest is padding,
+    or another chunk's): the state at the last of them (meaningless for rows with none
+    here), the max and the sum."""
+    rows = torch.arange(out.size(0), device=out.device)
+    steps = torch.arange(out.size(1), device=out.device)
+    mask = (steps[None, :] < remaining[:, None]).unsqueeze(-1)  # [B, T, 1], False on padding
+    last = out[rows, (remaining - 1).clamp(0, out.size(1) - 1)]
+    return (last, out.masked_fill(~mask, float("-inf")).max(dim=1).values,
+            out.masked_fill(~mask, 0.0).sum(dim=1))
 
 
 class ChunkPooling:
@@ -288,15 +296,11 @@ class ChunkPooling:
 
     def add(self, out: torch.Tensor, remaining: torch.Tensor) -> None:
         """``out`` [B, T, H] of one chunk; ``remaining``: each row's real steps from its start."""
-        out = out.float()
-        steps = torch.arange(out.size(1), device=out.device)
-        mask = (steps[None, :] < remaining[:, None]).unsqueeze(-1)
-        self.max = torch.maximum(self.max, out.masked_fill(~mask, float("-inf")).max(dim=1).values)
-        self.sum += out.masked_fill(~mask, 0.0).sum(dim=1)
+        last, max_pool, total = masked_pooling(out.float(), remaining)
         ends_here = (remaining > 0) & (remaining <= out.size(1))
-        index = (remaining - 1).clamp(0, out.size(1) - 1)
-        chunk_last = out[torch.arange(out.size(0), device=out.device), index]
-        self.last = torch.where(ends_here[:, None], chunk_last, self.last)
+        self.last = torch.where(ends_here[:, None], last, self.last)
+        self.max = torch.maximum(self.max, max_pool)
+        self.sum += total
 
 
 def reverse_padded(tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
