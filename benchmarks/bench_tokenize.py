@@ -1,8 +1,10 @@
 """Tokenize throughput: ``pipeline.text.tokenize`` with a process pool vs single-process spaCy.
 
 Project ("A"): ``pipeline.text.tokenize_to_arrow(texts, lowercase, workers=2, batch_size)``,
-the tokenize stage's way (a fork pool, one spaCy tokenizer per process, each batch sent back
-as one Arrow ``list<string>`` array, which the stage writes to Parquet as it is).
+the tokenize stage's way (a fork pool, one ``pipeline.text.ChunkTokenizer`` per process:
+spaCy's tokenizer run once per distinct space-separated chunk, with the same output; each
+batch sent back as one Arrow ``list<string>`` array, which the stage writes to Parquet as
+it is). Also timed: the same with ``workers=1`` ("one process": the chunk cache alone).
 ``--output lists`` times ``pipeline.text.tokenize`` instead (the same pool sending back
 Python lists of strings, as the stage did before).
 Reference ("B"): ``spacy.blank("en").tokenizer.pipe`` in the main process, with the same
@@ -14,12 +16,14 @@ starts from the texts and ends with every review's tokens in memory, setup inclu
 and its tokenizers for A, the blank pipeline for B); spaCy is imported once up front for
 both (the stage's workers import it once per split, ~1 s). Runs alternate A B A B ...;
 the figures are median tokens/s and the speed-up A / B (target >= 1.8 with 2 workers).
-The outputs of A and B are compared token for token: the script fails if they differ.
+The outputs of A, one process and B are compared token for token: the script fails if they
+differ.
 
 Ceiling ("C"): the machine's own limit for this work. Two forked processes each run B on
 half of the texts at the same time and send nothing back; B time / C time is the best a
 2-process tokenizer can do here (two busy cores slow each other: shared caches, memory
-bandwidth, the hypervisor), so A / C says how much of that the stage's pool reaches.
+bandwidth, the hypervisor). It bounds splitting spaCy's own work over two processes; A does
+less work than B (the chunk cache), so A can pass it.
 """
 
 from __future__ import annotations
@@ -133,6 +137,7 @@ def main() -> None:
 
     runs: dict[str, Callable[[], object]] = {
         "project": lambda: project_run(texts, args.workers, batch_size, args.output),
+        "one_process": lambda: project_run(texts, 1, batch_size, args.output),
         "reference": lambda: reference_run(texts),
         "ceiling": lambda: ceiling_run(texts, args.workers),
     }
@@ -149,11 +154,13 @@ def main() -> None:
                 tokens = sum(len(doc) for doc in output)
             del output
         if repeat == 1:
-            identical = as_lists(first["project"], args.output) == first["reference"]
+            identical = (as_lists(first["project"], args.output) == first["reference"]
+                         == as_lists(first["one_process"], args.output))
             first.clear()
             if not identical:
                 sys.exit("FAILED: the project's tokens differ from single-process spaCy's")
-        log(f"repeat {repeat}/{args.repeats}: project {seconds['project'][-1]:.2f} s, "
+        log(f"repeat {repeat}/{args.repeats}: project {seconds['project'][-1]:.2f} s "
+            f"(one process {seconds['one_process'][-1]:.2f} s), "
             f"reference {seconds['reference'][-1]:.2f} s, ceiling {seconds['ceiling'][-1]:.2f} s")
 
     def figures(name: str) -> dict:
@@ -177,6 +184,11 @@ def main() -> None:
                       "what": "spacy.blank('en').tokenizer.pipe in the main process"},
         "speedup": rounded(speedup),
         "speedup_is": "reference seconds / project seconds (medians)",
+        "one_process": {**figures("one_process"),
+                        "what": f"pipeline.text.{project_function}(workers=1): the chunk "
+                                "cache alone, no pool"},
+        "one_process_speedup": rounded(median(seconds["reference"])
+                                       / median(seconds["one_process"])),
         "ceiling": {**figures("ceiling"),
                     "what": f"the reference on 1/{args.workers} of the texts in each of "
                             f"{args.workers} processes at once, nothing sent back"},

@@ -9,10 +9,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from spacy.tokenizer import Tokenizer
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 SPECIALS = (PAD, UNK, EOS)
@@ -34,29 +37,137 @@ def clean_text(text: str) -> str:
 
 # ---------------------------------------------------------------- tokenization (spaCy)
 
-_tokenizer = None
-_lowercase = True
+class ChunkTokenizer:
+    """spaCy's tokenizer, run once per distinct space-separated chunk instead of per text.
+
+    spaCy tokenizes each space-separated chunk of a text on its own (prefixes, suffixes,
+    infixes, special cases), then runs one pass over the whole text that re-applies
+    special cases such as ``:)`` or ``'bout``; only that pass can look across a space. So
+    this class keeps each distinct chunk's tokens (a review repeats most of its chunks
+    from earlier reviews) and joins them. Where a special case *could* span a space (the
+    last token of one chunk and the first of the next may be two consecutive tokens of a
+    special case's pattern), those chunks are tokenized together by spaCy instead, and
+    texts with any whitespace but single spaces go to spaCy whole. The result is the same
+    token list as ``[t.lower_ for t in nlp.tokenizer(text) if not t.is_space]`` (``t.text``
+    without ``lowercase``); tests compare the two.
+    """
+
+    # cached chunks per process (~250 bytes each), emptied beyond this
+    MAX_CACHED = 1_000_000
+
+    def __init__(self, tokenizer: Tokenizer, lowercase: bool = True) -> None:
+        from spacy.attrs import IS_SPACE, LOWER, ORTH
+        from spacy.tokenizer import Tokenizer as SpacyTokenizer
+
+        self.tokenizer = tokenizer
+        self.attrs = [LOWER if lowercase else ORTH, IS_SPACE]
+        # the special-case pass matches each rule's tokens as tokenized without special
+        # cases; any two consecutive ones are what a match across a space would need
+        plain = SpacyTokenizer(tokenizer.vocab, rules=None,
+                               prefix_search=tokenizer.prefix_search,
+                               suffix_search=tokenizer.suffix_search,
+                               infix_finditer=tokenizer.infix_finditer,
+                               token_match=tokenizer.token_match, url_match=tokenizer.url_match)
+        pairs: set[tuple[str, str]] = set()
+        for rule in tokenizer.rules:
+            orths = [t.text for t in plain(rule)]
+            pairs.update(zip(orths, orths[1:], strict=False))
+        self.pairs = frozenset(pairs)
+        self.lefts = frozenset(a for a, _ in pairs)
+        self.rights = frozenset(b for _, b in pairs)
+        self.left_lengths = sorted({len(a) for a in self.lefts})
+        self.right_lengths = sorted({len(b) for b in self.rights})
+        # chunk -> (its tokens, pattern tokens it may start with, ... it may end with)
+        self.cache: dict[str, tuple[list[str], tuple[str, ...], tuple[str, ...]]] = {}
+        self.strings: dict[int, str] = {}  # spaCy string hash -> str, one object per string
+
+    def _doc_tokens(self, text: str) -> list[tuple[str, bool]]:
+        """(string, is whitespace) of each of spaCy's tokens of ``text``."""
+        strings, store = self.strings, self.tokenizer.vocab.strings
+        out = []
+        for key, space in self.tokenizer(text).to_array(self.attrs).tolist():
+            try:
+                string = strings[key]
+            except KeyError:
+                string = strings[key] = store[key]
+            out.append((string, space))
+        return out
+
+    def _spacy(self, text: str) -> list[str]:
+        return [string for string, space in self._doc_tokens(text) if not space]
+
+    def _add(self, chunks: list[str]) -> None:
+        for start in range(0, len(chunks), 5000):
+            part = chunks[start:start + 5000]
+            # one spaCy call for many chunks: a whitespace token between two chunks, which
+            # no special case contains, keeps each chunk's tokens its own
+            tokens = self._doc_tokens(" \n ".join(part))
+            position = 0
+            for chunk in part:
+                words = []
+                while position < len(tokens) and not tokens[position][1]:
+                    words.append(tokens[position][0])
+                    position += 1
+                position += 1  # the separator
+                self.cache[chunk] = (
+                    words,
+                    tuple(chunk[:n] for n in self.right_lengths if chunk[:n] in self.rights),
+                    tuple(chunk[-n:] for n in self.left_lengths if chunk[-n:] in self.lefts))
+
+    def __call__(self, texts: Sequence[str]) -> list[list[str]]:
+        chunked = [None if _ODD_SPACE.search(text) else text.split(" ") for text in texts]
+        cache = self.cache
+        missing = {chunk for chunks in chunked if chunks is not None
+                   for chunk in chunks if chunk not in cache}
+        if len(cache) + len(missing) > self.MAX_CACHED:  # bounded memory: start afresh
+            cache.clear()
+            missing = {chunk for chunks in chunked if chunks is not None for chunk in chunks}
+        missing.discard("")
+        if missing:
+            self._add(sorted(missing))
+        return [self._spacy(text) if chunks is None else self._join(chunks)
+                for text, chunks in zip(texts, chunked, strict=True)]
+
+    def _join(self, chunks: list[str]) -> list[str]:
+        cache, pairs = self.cache, self.pairs
+        out: list[str] = []
+        together: list[str] = []  # chunks a special case may join: tokenized as one text
+        previous, previous_count, previous_ends = "", 0, ()
+        for chunk in chunks:
+            if not chunk:
+                continue
+            words, starts, ends = cache[chunk]
+            if previous_ends and starts and any((a, b) in pairs
+                                                for a in previous_ends for b in starts):
+                if not together:
+                    together.append(previous)
+                    del out[len(out) - previous_count:]
+                together.append(chunk)
+            else:
+                if together:
+                    out += self._spacy(" ".join(together))
+                    together = []
+                out += words
+            previous, previous_count, previous_ends = chunk, len(words), ends
+        if together:
+            out += self._spacy(" ".join(together))
+        return out
+
+
+_ODD_SPACE = re.compile(r"[^\S ]|  ")  # whitespace other than single spaces
+_tokenizer: ChunkTokenizer | None = None
 
 
 def _init_worker(lowercase: bool) -> None:
-    global _tokenizer, _lowercase
+    global _tokenizer
     import spacy
 
-    _tokenizer = spacy.blank("en").tokenizer
-    _lowercase = lowercase
+    _tokenizer = ChunkTokenizer(spacy.blank("en").tokenizer, lowercase)
 
 
 def _tokenize_batch(texts: Sequence[str]) -> list[list[str]]:
     assert _tokenizer is not None
-    out = []
-    for doc in _tokenizer.pipe(texts, batch_size=256):
-        # Token.lower_ is str.lower() of the text, computed once per word type in spaCy's
-        # vocabulary instead of once per token
-        if _lowercase:
-            out.append([t.lower_ for t in doc if not t.is_space])
-        else:
-            out.append([t.text for t in doc if not t.is_space])
-    return out
+    return _tokenizer(texts)
 
 
 def _tokenize_batch_to_arrow(texts: Sequence[str]) -> pa.ListArray:
@@ -83,7 +194,9 @@ def tokenize(texts: Sequence[str], lowercase: bool = True, workers: int = 1,
              batch_size: int = 1000) -> Iterator[list[list[str]]]:
     """Tokenize with spaCy's English tokenizer, yielding token lists batch by batch, in order.
 
-    With ``workers > 1`` a process pool runs one tokenizer per process (cheaper to send
+    Each process runs a :class:`ChunkTokenizer` (spaCy's tokenizer, once per distinct
+    chunk between spaces; the same tokens as spaCy on each whole text). With
+    ``workers > 1`` a process pool runs one per process (token strings are cheaper to send
     back than spaCy Docs, which is why this beats ``nlp.pipe(n_process=…)``). The output
     is identical to one process.
     """

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import random
 from collections import Counter
+
+import pytest
+import spacy
 
 from pipeline.text import (
     EOS,
     PAD,
     UNK,
     UNK_ID,
+    ChunkTokenizer,
     Vocab,
     clean_text,
     tokenize,
@@ -27,6 +32,54 @@ def test_tokenize_uses_spacy_rules_and_lowercases() -> None:
     assert tokens == ["do", "n't", "stop", ",", "it", "'s", "great", "!"]
     [[cased]] = list(tokenize(["Don't"], lowercase=False))
     assert cased == ["Do", "n't"]
+
+
+def spacy_tokens(texts: list[str], lowercase: bool) -> list[list[str]]:
+    """What the project promises to match: spaCy's tokenizer on each whole text."""
+    tokenizer = spacy.blank("en").tokenizer
+    return [[t.lower_ if lowercase else t.text for t in tokenizer(text) if not t.is_space]
+            for text in texts]
+
+
+# Special cases that spaCy re-applies across a space ("talkin' 'bout?!": the two quotes
+# match the rule "''", which keeps "'bout" split), emoticons, abbreviations, URLs, and
+# whitespace that is not a single space.
+TRICKY = [
+    "I was talkin' 'bout?! it, y'know?", "wow: ) yes", "so :) ok", "so : ) ok", "( : o )",
+    "at 10 a.m. sharp, 5p.m. too", "he said ' s ok", "'Cause I can't", "C'mon ''quoted''",
+    "o.O ^_^ (-_-) <3 :-D", "see http://example.com/a?b=c. or e-mail me@x.org!",
+    "U.S.A. vs. U.K. (1999)", "tabs\there\nand  double  spaces ", " leading and trailing ",
+    "", " ", "non\u00a0breaking", "Très «bien» 😀😀 — ok…", "' ' ' '", ": ) : ) :)",
+]
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+def test_chunk_tokenizer_matches_spacy_on_tricky_text(lowercase: bool) -> None:
+    tokenizer = ChunkTokenizer(spacy.blank("en").tokenizer, lowercase)
+    assert tokenizer(TRICKY) == spacy_tokens(TRICKY, lowercase)
+    assert tokenizer(TRICKY) == spacy_tokens(TRICKY, lowercase)  # again, from the cache
+    # alone, "'bout?!" keeps its special case; after "talkin'" spaCy splits it
+    assert tokenizer(["'bout?!", "I talkin' 'bout?!"]) == [
+        ["'bout", "?", "!"], ["i" if lowercase else "I", "talkin", "'", "'", "bout", "?", "!"]]
+
+
+def test_chunk_tokenizer_matches_spacy_on_random_special_case_soup() -> None:
+    """Random texts glued from spaCy's own special cases and their pieces, so that chunk
+    edges meet every kind of pattern token; with a tiny cache that keeps being emptied."""
+    rules = sorted(spacy.blank("en").tokenizer.rules)
+    pieces = rules + ["'", '"', "(", ")", ":", ";", "-", ".", ",", "!", "?", "s", "bout",
+                      "D", "o", "_", "a.m", "em", "film", "Good", "isn't"]
+    rng = random.Random(0)
+    texts = []
+    for _ in range(1500):
+        chunks = ["".join(rng.choice(pieces) for _ in range(rng.choice([1, 1, 2, 3])))
+                  for _ in range(rng.randint(1, 12))]
+        texts.append(" ".join(chunks) if rng.random() > 0.1 else "\n".join(chunks))
+    tokenizer = ChunkTokenizer(spacy.blank("en").tokenizer)
+    tokenizer.MAX_CACHED = 500
+    got = [doc for start in range(0, len(texts), 100)
+           for doc in tokenizer(texts[start:start + 100])]
+    assert got == spacy_tokens(texts, lowercase=True)
 
 
 def test_parallel_tokenization_matches_one_process() -> None:
