@@ -60,6 +60,7 @@ class ChunkTokenizer:
         from spacy.tokenizer import Tokenizer as SpacyTokenizer
 
         self.tokenizer = tokenizer
+        self.lowercase = lowercase
         self.attrs = [LOWER if lowercase else ORTH, IS_SPACE]
         # the special-case pass matches each rule's tokens as tokenized without special
         # cases; any two consecutive ones are what a match across a space would need
@@ -162,6 +163,8 @@ def _init_worker(lowercase: bool) -> None:
     global _tokenizer
     import spacy
 
+    if _tokenizer is not None and _tokenizer.lowercase == lowercase:
+        return  # kept between calls: loading spaCy's English rules takes ~0.3 s (serving)
     _tokenizer = ChunkTokenizer(spacy.blank("en").tokenizer, lowercase)
 
 

@@ -82,6 +82,13 @@ def test_chunk_tokenizer_matches_spacy_on_random_special_case_soup() -> None:
     assert got == spacy_tokens(texts, lowercase=True)
 
 
+def test_in_process_tokenizer_is_kept_per_casing() -> None:
+    """One process keeps its tokenizer (and cache) between calls, not across casings."""
+    for lowercase in (True, False, True):
+        [[tokens]] = list(tokenize(["Great :) film"], lowercase=lowercase))
+        assert tokens == (["great", ":)", "film"] if lowercase else ["Great", ":)", "film"])
+
+
 def test_parallel_tokenization_matches_one_process() -> None:
     texts = [f"Review number {i}: it wasn't bad, was it? (score {i % 10}/10)" for i in range(97)]
     single = [doc for batch in tokenize(texts, workers=1, batch_size=10) for doc in batch]
