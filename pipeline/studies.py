@@ -87,6 +87,14 @@ def study_points(params: Params, study: str) -> dict[str, StudyPoint]:
     return merged
 
 
+def queue_point(prefix: str, name: str, point: StudyPoint) -> None:
+    args = ["exp", "run", "--queue", "-n", f"{prefix}-{name}"]
+    for item in overrides(point):
+        args += ["-S", item]
+    dvc(*args)
+    print(f"[studies] queued {prefix}-{name}: {' '.join(overrides(point)) or '(defaults)'}")
+
+
 def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
     """Queue one DVC experiment per point, run them, wait, and fail if any failed."""
     names = [f"{prefix}-{name}" for name in points]
@@ -95,31 +103,67 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
     for name in names:
         subprocess.run(["dvc", "exp", "remove", name], capture_output=True)
     for name, point in points.items():
-        args = ["exp", "run", "--queue", "-n", f"{prefix}-{name}"]
-        for item in overrides(point):
-            args += ["-S", item]
-        dvc(*args)
-        print(f"[studies] queued {prefix}-{name}: {' '.join(overrides(point)) or '(defaults)'}")
+        queue_point(prefix, name, point)
     start_workers(jobs)
-    restarts, polls_without_workers = 0, 0
+    wait(points, prefix, jobs)
+
+
+NO_WORKERS = "Worker status: 0 active, 0 idle"
+POLL_SECONDS = 10.0  # between two `dvc queue status`
+
+
+def queue_rows(status: str, names: list[str]) -> list[tuple[str, str, str]]:
+    """``dvc queue status`` output -> (task id, experiment name, state) of ``names``' rows."""
+    rows = [line.split() for line in status.splitlines()]
+    return [(words[0], words[1], words[-1]) for words in rows
+            if len(words) > 1 and words[1] in names]
+
+
+def queue_states(status: str, names: list[str]) -> dict[str, str]:
+    """{experiment name: state}; a name queued again keeps an old row, so the liveliest
+    state wins (Running, Queued, Success, then anything else, e.g. Failed)."""
+    rank = {"Running": 0, "Queued": 1, "Success": 2}
+    states: dict[str, str] = {}
+    for _, name, state in queue_rows(status, names):
+        if name not in states or rank.get(state, 3) < rank.get(states[name], 3):
+            states[name] = state
+    return states
+
+
+def wait(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
+    """Poll the queue until the study's experiments are done; work round two DVC bugs."""
+    names = [f"{prefix}-{name}" for name in points]
+    restarts, polls_without_workers, polls_orphaned = 0, 0, 0
     while True:
         status = dvc("queue", "status")
-        mine = [line.split() for line in status.splitlines()]
-        mine = [words for words in mine if len(words) > 1 and words[1] in names]
-        states = {words[-1] for words in mine}
-        if not states & {"Queued", "Running"}:
+        states = queue_states(status, names)
+        if not set(states.values()) & {"Queued", "Running"}:
             break
-        # DVC's workers can stop with tasks still queued (treeverse/dvc#10562): after three
-        # polls in a row with no worker at all (not a slow start), start them again
-        no_workers = "Worker status: 0 active, 0 idle" in status and "Running" not in states
-        polls_without_workers = polls_without_workers + 1 if no_workers else 0
-        if polls_without_workers == 3:
+        running = [(task, name) for task, name, state in queue_rows(status, names)
+                   if state == "Running"]
+        # 1. DVC's workers can stop with tasks still queued (treeverse/dvc#10562): after
+        # three polls in a row with no worker at all (not a slow start), start them again.
+        # 2. A worker can take a task and shut down ("empty queue") before running it: the
+        # task then shows Running for ever with no worker. After six such polls (not a
+        # worker too busy to answer), kill it (DVC marks it failed), drop it, queue it again.
+        no_workers = NO_WORKERS in status
+        polls_without_workers = polls_without_workers + 1 if no_workers and not running else 0
+        polls_orphaned = polls_orphaned + 1 if no_workers and running else 0
+        if polls_without_workers == 3 or polls_orphaned == 6:
             if restarts == 3:
                 raise PipelineError(f"the queue's workers keep stopping early:\n{status}")
             restarts, polls_without_workers = restarts + 1, 0
+            if polls_orphaned == 6:
+                for task, name in running:
+                    print(f"[studies] {name} shows Running with no worker: queueing it again")
+                    subprocess.run(["dvc", "queue", "kill", task], capture_output=True)
+                    subprocess.run(["dvc", "queue", "remove", task], capture_output=True)
+                    point = name.removeprefix(f"{prefix}-")
+                    queue_point(prefix, point, points[point])
+                polls_orphaned = 0
             start_workers(jobs)
-        time.sleep(10)
-    failed = [" ".join(words) for words in mine if words[-1] == "Failed"]
+        time.sleep(POLL_SECONDS)
+    failed = [f"{name} {state}" for name, state in states.items() if state == "Failed"]
     if failed:
         raise PipelineError("experiments failed (see `dvc queue logs <name>`):\n"
                             + "\n".join(failed))

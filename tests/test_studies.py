@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -10,15 +11,44 @@ import pandas as pd
 import pytest
 import yaml
 
+import pipeline.studies
 from pipeline.config import VARIANTS, StudiesParams, StudyPoint, load_params
 from pipeline.errors import PipelineError
-from pipeline.studies import study_points
+from pipeline.studies import NO_WORKERS, queue_point, queue_rows, queue_states, study_points
 from tests.conftest import TinyRun, copy_project, ran_stages, run, stop_queue_workers
 
 pytestmark = pytest.mark.slow
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+# `dvc queue status` as it stood in a run where a worker took a task and shut down ("empty
+# queue") before running it: the task stayed Running with no worker (2026-11-27)
+ORPHANED_STATUS = """\
+Task     Name                   Created    Status
+182b67f  budget-lm_short        08:00 AM   Running
+bb9c839  lc-n8                  07:55 AM   Success
+efe95fd  ablation-base          07:57 AM   Success
+ce3709a  ablation-last_pooling  07:57 AM   Success
+
+Worker status: 0 active, 0 idle
+"""
+
+
+def test_queue_states_reads_dvc_queue_status() -> None:
+    names = ["budget-lm_short", "budget-lm_long", "lc-n8"]
+    assert queue_states(ORPHANED_STATUS, names) == {"budget-lm_short": "Running",
+                                                     "lc-n8": "Success"}
+    assert NO_WORKERS in ORPHANED_STATUS  # what `studies` takes for "no worker at all"
+    assert queue_rows(ORPHANED_STATUS, names)[0] == ("182b67f", "budget-lm_short", "Running")
+    # queued again after being killed: the old row stays (Failed) next to the new one
+    requeued = ORPHANED_STATUS.replace("182b67f  budget-lm_short        08:00 AM   Running",
+                                       "94bf70d  budget-lm_short        08:15 AM   Running\n"
+                                       "182b67f  budget-lm_short        08:00 AM   Failed")
+    assert queue_states(requeued, names)["budget-lm_short"] == "Running"
+    done = requeued.replace("08:15 AM   Running", "08:15 AM   Success")
+    assert queue_states(done, names)["budget-lm_short"] == "Success"
 
 
 def test_study_points_layer_common_then_ablation_base_then_own_overrides() -> None:
@@ -153,3 +183,32 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
     failed = run([sys.executable, "-m", "pipeline.studies", "ablation", "--report-only"], cwd=root,
                  check=False)
     assert failed.returncode != 0 and "ablation-never_ran" in failed.stderr
+
+
+def test_a_task_left_running_without_a_worker_is_queued_again(
+        tmp_path: Path, tiny_run: TinyRun, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DVC's race, reproduced: a worker takes a task (its message moves from the broker's
+    `in` to `processed`) and shuts down before running it, so `dvc queue status` shows the
+    task Running with no worker, for ever. `studies` kills it, queues it again and waits."""
+    root = copy_project(tiny_run.root, tmp_path / "repo")
+    run(["git", "add", "-A"], cwd=root)
+    run(["git", "commit", "--allow-empty", "-qm", "baseline"], cwd=root, env=GIT_ENV)
+    request.addfinalizer(lambda: stop_queue_workers(root))
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(pipeline.studies, "POLL_SECONDS", 1.0)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    points = {"boe": StudyPoint(set={"classifier.bag_of_embeddings.epochs": 2})}
+    queue_point("race", "boe", points["boe"])
+    broker = root / ".dvc/tmp/exps/celery/broker"
+    [message] = [path for path in (broker / "in").iterdir() if "pidbox" not in path.name]
+    shutil.move(message, broker / "processed" / message.name)
+    status = run(["dvc", "queue", "status"], cwd=root).stdout
+    assert queue_states(status, ["race-boe"]) == {"race-boe": "Running"}
+    assert NO_WORKERS in status
+
+    pipeline.studies.wait(points, "race", jobs=1)
+    status = run(["dvc", "queue", "status"], cwd=root).stdout
+    assert queue_states(status, ["race-boe"]) == {"race-boe": "Success"}
+    shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], cwd=root).stdout
+    assert "race-boe" in shown
