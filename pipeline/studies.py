@@ -152,7 +152,6 @@ def wait(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
         if polls_without_workers == 3 or polls_orphaned == 6:
             if restarts == 3:
                 raise PipelineError(f"the queue's workers keep stopping early:\n{status}")
-            restarts, polls_without_workers = restarts + 1, 0
             if polls_orphaned == 6:
                 for task, name in running:
                     print(f"[studies] {name} shows Running with no worker: queueing it again")
@@ -160,7 +159,7 @@ def wait(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
                     subprocess.run(["dvc", "queue", "remove", task], capture_output=True)
                     point = name.removeprefix(f"{prefix}-")
                     queue_point(prefix, point, points[point])
-                polls_orphaned = 0
+            restarts, polls_without_workers, polls_orphaned = restarts + 1, 0, 0
             start_workers(jobs)
         time.sleep(POLL_SECONDS)
     failed = [f"{name} {state}" for name, state in states.items() if state == "Failed"]

@@ -161,10 +161,10 @@ _tokenizer: ChunkTokenizer | None = None
 
 def _init_worker(lowercase: bool) -> None:
     global _tokenizer
-    import spacy
-
     if _tokenizer is not None and _tokenizer.lowercase == lowercase:
         return  # kept between calls: loading spaCy's English rules takes ~0.3 s (serving)
+    import spacy
+
     _tokenizer = ChunkTokenizer(spacy.blank("en").tokenizer, lowercase)
 
 
