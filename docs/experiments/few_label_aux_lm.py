@@ -10,7 +10,8 @@ early stopping on the valid split). Two changes can be switched on:
   cross-entropy plus G times the next-word loss of the LM's own softmax (kept from the
   checkpoint and trained along) on the same reviews, which should keep the encoder close
   to a language model while the head is learned from few labels;
-* ``--freeze-embeddings``: the word embeddings keep the LM's values.
+* ``--freeze-embeddings``: the word embeddings keep the LM's values;
+* ``--embedding-lr-scale S``: the embeddings learn at S times the other layers' LR.
 
 Prints one ``RESULT`` JSON line (best valid accuracy and its epoch). One-off exploration,
 not a stage:
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/vocab"))
     parser.add_argument("--lm-weight", type=float, default=0.0)
     parser.add_argument("--freeze-embeddings", action="store_true")
+    parser.add_argument("--embedding-lr-scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=None, help="default: runtime.seed")
     args = parser.parse_args()
     params = load_params(args.params)
@@ -95,6 +97,7 @@ def main() -> None:
     torch.manual_seed(seed)
     classifier, _, _, groups = build("rnn_pretrained", params, info["vocab_size"],
                                      len(info["label_names"]), args.lm)
+    groups[0]["lr"] *= args.embedding_lr_scale  # groups[0]: the embeddings
     if args.freeze_embeddings:
         for param in groups[0]["params"]:
             param.requires_grad_(False)
@@ -113,6 +116,7 @@ def main() -> None:
                  patience=params.classifier.patience, desc=f"lm_weight={args.lm_weight}")
     print("RESULT", json.dumps({
         "lm_weight": args.lm_weight, "freeze_embeddings": args.freeze_embeddings,
+        "embedding_lr_scale": args.embedding_lr_scale,
         "seed": seed, "train_examples": len(train),
         "valid_accuracy": result.best["valid_accuracy"], "best_epoch": result.best_epoch,
         "seconds": round(time.perf_counter() - started)}))
