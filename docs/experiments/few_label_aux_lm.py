@@ -43,16 +43,18 @@ from pipeline.training import adamw, fit, one_cycle
 class ClassifierWithLMLoss(nn.Module):
     """The classifier; while training it also returns the next-word loss of its reviews."""
 
-    def __init__(self, classifier: RNNClassifier, lm: LanguageModel, lm_weight: float) -> None:
+    def __init__(self, classifier: RNNClassifier, lm: LanguageModel | None,
+                 lm_weight: float) -> None:
         super().__init__()
-        self.classifier, self.adaptive, self.lm_weight = classifier, lm.adaptive, lm_weight
+        self.classifier, self.lm_weight = classifier, lm_weight
+        self.adaptive = lm.adaptive if lm is not None else None
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        out, _ = self.classifier.encoder(tokens)
-        logits = self.classifier.head(self.classifier.pool(out, lengths, lengths, None))
         if not self.training or self.lm_weight == 0:
-            return logits
+            return self.classifier(tokens, lengths)
+        out, _ = self.classifier.encoder(tokens)  # the classifier's forward, keeping ``out``
+        logits = self.classifier.head(self.classifier.pool(out, lengths, lengths, None))
         steps = torch.arange(tokens.size(1) - 1, device=tokens.device)
         real = steps[None, :] < (lengths[:, None] - 1)  # positions with a real next word
         return logits, self.adaptive(out[:, :-1][real], tokens[:, 1:][real]).loss
@@ -64,12 +66,11 @@ class AuxiliaryLossTask(ClassifierTask):
         self.lm_weight = lm_weight
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if self.lm_weight == 0:  # the model returns logits only: the stage's own loss
+            return super().loss(model, batch)
         tokens, lengths, labels = (t.to(self.device) for t in batch)
-        out = model(tokens, lengths)
-        if isinstance(out, tuple):
-            logits, lm_loss = out
-            return F.cross_entropy(logits.float(), labels) + self.lm_weight * lm_loss
-        return F.cross_entropy(out.float(), labels)
+        logits, lm_loss = model(tokens, lengths)
+        return F.cross_entropy(logits.float(), labels) + self.lm_weight * lm_loss
 
 
 def main() -> None:
@@ -93,7 +94,8 @@ def main() -> None:
     train = Corpus.load(args.data, "train").labeled_sample(params.classifier.train_examples,
                                                           seed)
     valid = Corpus.load(args.data, "valid")
-    lm, _ = load_checkpoint(args.lm, expect_kind="language_model")
+    # its softmax, for the auxiliary loss (build() takes the encoder from the same file)
+    lm = load_checkpoint(args.lm, expect_kind="language_model")[0] if args.lm_weight else None
     torch.manual_seed(seed)
     classifier, _, _, groups = build("rnn_pretrained", params, info["vocab_size"],
                                      len(info["label_names"]), args.lm)
@@ -102,7 +104,7 @@ def main() -> None:
         for param in groups[0]["params"]:
             param.requires_grad_(False)
         groups = groups[1:]
-    if args.lm_weight > 0:
+    if lm is not None:
         groups.append({"params": list(lm.adaptive.parameters()), "lr": groups[-1]["lr"]})
     model = ClassifierWithLMLoss(classifier, lm, args.lm_weight).to(runtime.device)
     task = AuxiliaryLossTask(train, valid, params.classifier.batch_size,
