@@ -97,7 +97,7 @@ class PrepareParams(Section):
 
 class TokenizeParams(Section):
     lowercase: bool = True
-    workers: int = Field(2, ge=1, le=64)
+    workers: int = Field(0, ge=0, le=64)  # 0 = one per available core, at most 8
     batch_size: int = Field(1000, gt=0)
 
 
