@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import PipelineError
+from pipeline.io import read_input
 from pipeline.text import EOS_ID, PAD_ID
 
 
@@ -30,13 +31,12 @@ class Corpus:
 
     @classmethod
     def load(cls, directory: Path, split: str) -> Corpus:
-        try:
-            ids = np.load(directory / f"{split}_ids.npy", mmap_mode="r")
-            offsets = np.load(directory / f"{split}_offsets.npy")
-        except FileNotFoundError as exc:
-            raise PipelineError(f"missing token ids: {exc.filename} (run: dvc repro)") from None
-        labels_path = directory / f"{split}_labels.npy"
-        labels = np.load(labels_path) if labels_path.exists() else None
+        ids = read_input(directory / f"{split}_ids.npy", "token ids",
+                         lambda path: np.load(path, mmap_mode="r"))
+        offsets = read_input(directory / f"{split}_offsets.npy", "token offsets", np.load)
+        labels = None  # the unlabeled split has none; the others always do
+        if split != "unlabeled":
+            labels = read_input(directory / f"{split}_labels.npy", "labels", np.load)
         return cls(ids, offsets, labels)
 
     def __len__(self) -> int:

@@ -6,6 +6,8 @@ fails before any work is done, with the key path in the message.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -25,7 +27,11 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are never a sensible setting (an infinite LR trains to nan and "succeeds")
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+OUTPUT_ROOTS = ("data", "models", "reports", ".dvc", ".git")  # dvc.yaml's outputs live here
 
 
 TABLE_SUFFIXES = (".csv", ".parquet")  # labeled files of data.dataset "files"
@@ -61,6 +67,12 @@ class FilesParams(Section):
             _check_suffix(path, TABLE_SUFFIXES + TEXT_SUFFIXES)
         return paths
 
+    @model_validator(mode="after")
+    def _columns_differ(self) -> FilesParams:
+        if self.text_column == self.label_column:  # the classifiers would read the answer
+            raise ValueError(f"text_column and label_column are both {self.text_column!r}")
+        return self
+
 
 class DataParams(Section):
     dataset: str = "imdb"
@@ -89,7 +101,7 @@ class FetchParams(Section):
 
 class PrepareParams(Section):
     valid_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-    seed: int = 13
+    seed: int = Field(13, ge=0, le=2**32 - 1)
     max_train: int | None = Field(None, gt=0)
     max_unlabeled: int | None = Field(None, ge=0)
     max_test: int | None = Field(None, gt=0)
@@ -193,15 +205,26 @@ class ClassifierParams(Section):
 
 class EvaluateParams(Section):
     bootstrap_samples: int = Field(1000, ge=100)
-    seed: int = 7
+    seed: int = Field(7, ge=0, le=2**32 - 1)
 
 
 class RegistryParams(Section):
     """MLflow model registry: where the best classifier of a run is registered."""
 
     enabled: bool = True
-    model_name: str | None = None  # null = "<experiment name>-classifier"
-    alias: str = "champion"  # moves only when a new model beats the current one on test
+    # MLflow's rules (mlflow.utils.validation), checked here so that a bad name fails before
+    # training, not in evaluate's last step; tests/test_config.py compares them with MLflow's
+    # model_name null = "<experiment name>-classifier"; the alias moves only when a new
+    # model beats the current one on test
+    model_name: str | None = Field(None, pattern=r"^[^/:]*[^/:\s][^/:]*$")
+    alias: str = Field("champion", max_length=255, pattern=r"^[\w\-]+$")
+
+    @field_validator("alias")
+    @classmethod
+    def _alias_not_reserved(cls, alias: str) -> str:
+        if alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+            raise ValueError(f"MLflow reserves the alias {alias!r} ('latest' and v<number>)")
+        return alias
 
 
 class GateParams(Section):
@@ -254,9 +277,20 @@ class RuntimeParams(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, le=256)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)
     checkpoint_every: int = Field(200, ge=0)  # optimizer steps; 0 = at epoch ends only
-    checkpoint_dir: str = ".checkpoints"
+    checkpoint_dir: str = Field(".checkpoints", min_length=1)
+
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _outside_outputs(cls, path: str) -> str:
+        # checkpoints are named like the models (models/lm.pt <-> <dir>/lm.pt) and deleted
+        # once a stage succeeds: inside an output folder they would clobber or pollute outputs
+        first = Path(os.path.normpath(path)).parts[0]
+        if first in OUTPUT_ROOTS:
+            raise ValueError(f"{path!r} is inside {first}/, where the stages write their "
+                             "outputs; use a folder of its own (default .checkpoints)")
+        return path
 
 
 class Params(Section):

@@ -6,11 +6,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from pipeline.errors import PipelineError
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -34,6 +37,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             target.unlink()
         os.replace(staged, target)
     except OSError as exc:
+        named = isinstance(exc.filename, (str, bytes, os.PathLike)) and exc.filename
+        culprit = Path(os.fsdecode(exc.filename)).resolve() if named else None
+        if culprit is not None and not any(culprit.is_relative_to(ours.resolve())
+                                           for ours in (tmp, target)):
+            raise  # about another file (e.g. an input being read): run_stage names it
         raise PipelineError(f"could not write {target}: {exc.strerror or exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -61,3 +69,15 @@ def require(path: str | Path, what: str) -> Path:
     if not path.exists():
         raise PipelineError(f"missing {what}: {path} (run the earlier stages: dvc repro)")
     return path
+
+
+def read_input(path: str | Path, what: str, read: Callable[[Path], T]) -> T:
+    """``read(path)`` for a file an earlier stage wrote. Missing, truncated or damaged, it
+    is a PipelineError naming the file (Parquet, NumPy and CSV readers raise ValueError,
+    OSError or EOFError with messages that do not), not a traceback."""
+    path = require(path, what)
+    try:
+        return read(path)
+    except (ValueError, OSError, EOFError) as exc:
+        raise PipelineError(f"{what} {path} is damaged or unreadable ({exc}); delete it and "
+                            "run the stage that writes it again (dvc repro)") from None

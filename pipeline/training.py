@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 import signal
 import threading
@@ -25,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import distributed
+from pipeline.errors import PipelineError
 from pipeline.runtime import Runtime, release_free_memory
 
 TRIM_EVERY = 50  # optimizer steps between handing freed memory back to the OS
@@ -214,7 +216,12 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                 scaler.update()
                 if scheduler is not None:
                     scheduler.step()
-                progress.loss_total += loss.item()
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):  # the weights are nan from here on
+                    raise PipelineError(
+                        f"training diverged: the loss is {loss_value} at epoch {epoch}, step "
+                        f"{progress.step + 1}; lower the learning rate (or raise the clip)")
+                progress.loss_total += loss_value
                 progress.step += 1
                 progress.global_step += 1
                 steps_here += 1

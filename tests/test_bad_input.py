@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from tests.conftest import REPO, stage, tiny_params
+from tests.conftest import REPO, TinyRun, copy_project, stage, tiny_params
 from tests.tiny_imdb import build_members, write_archive
 
 
@@ -132,3 +133,18 @@ def test_stale_or_incomplete_test_probabilities_are_refused(tmp_path: Path) -> N
         read_probabilities(path, ("b",), ["neg", "pos"], labels)
     with pytest.raises(PipelineError, match="missing"):
         read_probabilities(tmp_path / "absent.parquet", ("a",), ["neg", "pos"], labels)
+
+
+def test_evaluate_checks_its_inputs_before_writing(tmp_path: Path, tiny_run: TinyRun) -> None:
+    """A missing training curve used to surface as a traceback after half of reports/plots
+    had been written; now it is named before anything is, and plots/ appears whole."""
+    root = copy_project(tiny_run.root, tmp_path / "repo")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    metrics = (root / "reports/metrics.json").read_bytes()
+    shutil.rmtree(root / "reports/plots")
+    (root / "reports/curves/rnn_scratch.csv").unlink()
+    result = stage("evaluate", "--params", "params.yaml", cwd=root, env=env, check=False)
+    assert_clean_failure(result, "missing training curve: reports/curves/rnn_scratch.csv")
+    assert not (root / "reports/plots").exists()
+    assert (root / "reports/metrics.json").read_bytes() == metrics
+    assert not list((root / "reports").glob(".*.tmp"))

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import flatten, load_params
+from pipeline.config import RegistryParams, flatten, load_params
 from pipeline.errors import PipelineError
 from tests.conftest import REPO
 
@@ -37,6 +37,24 @@ def test_repository_params_are_valid() -> None:
     (lambda p: p["pretrain"].update(adaptive_cutoffs=[10000, 2000]), "adaptive_cutoffs"),
     (lambda p: p["fetch"]["mirrors"]["imdb"]["aclImdb_v1.tar.gz"].update(sha256="abc"),
      "fetch.mirrors.imdb.aclImdb_v1.tar.gz.sha256"),
+    # an infinite LR used to train to nan and "succeed"; no setting takes inf or nan
+    (lambda p: p["pretrain"].update(lr=float("inf")), "pretrain.lr"),
+    (lambda p: p["gate"].update(max_drop_vs_accepted=float("nan")), "gate.max_drop_vs_accepted"),
+    # seeds outside what NumPy / scikit-learn accept used to fail mid-stage
+    (lambda p: p["runtime"].update(seed=-1), "runtime.seed"),
+    (lambda p: p["prepare"].update(seed=2**40), "prepare.seed"),
+    (lambda p: p["evaluate"].update(seed=-7), "evaluate.seed"),
+    # the classifiers would read the label as the text
+    (lambda p: p["data"]["files"].update(text_column="label"),
+     "data.files: Value error, text_column and label_column are both 'label'"),
+    # checkpoints share the models' names and are deleted on success
+    (lambda p: p["runtime"].update(checkpoint_dir="models"), "runtime.checkpoint_dir"),
+    (lambda p: p["runtime"].update(checkpoint_dir="./data/vocab/ckpt"), "runtime.checkpoint_dir"),
+    # MLflow refuses these only when evaluate registers the model, after everything else
+    (lambda p: p["registry"].update(alias="v1"), "registry.alias"),
+    (lambda p: p["registry"].update(alias="Latest"), "registry.alias"),
+    (lambda p: p["registry"].update(alias=""), "registry.alias"),
+    (lambda p: p["registry"].update(model_name="team/imdb:best"), "registry.model_name"),
 ])
 def test_invalid_values_name_the_key(tmp_path: Path, mutate, message: str) -> None:
     path = write(tmp_path, mutate)
@@ -56,3 +74,45 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("- just\n- a list\n")
     with pytest.raises(PipelineError, match="must be a mapping"):
         load_params(bad)
+
+
+@pytest.mark.parametrize("name", ["champion", "best-2026_11", "v1", "V22", "latest", "LATEST",
+                                  "", "a b", "café", "x" * 256, "v1x"])
+def test_registry_alias_rules_agree_with_mlflow(name: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import (
+        _validate_model_alias_name,
+        _validate_model_alias_name_reserved,
+    )
+
+    try:
+        _validate_model_alias_name(name)
+        _validate_model_alias_name_reserved(name)
+        mlflow_accepts = True
+    except MlflowException:
+        mlflow_accepts = False
+    try:
+        RegistryParams(alias=name)
+        we_accept = True
+    except ValueError:
+        we_accept = False
+    assert we_accept == mlflow_accepts
+
+
+@pytest.mark.parametrize("name", ["imdb-classifier", "team imdb", "a/b", "a:b", " ", "",
+                                  "ünïcode"])
+def test_registry_model_name_rules_agree_with_mlflow(name: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    try:
+        _validate_model_name(name)
+        mlflow_accepts = True
+    except MlflowException:
+        mlflow_accepts = False
+    try:
+        RegistryParams(model_name=name)
+        we_accept = True
+    except ValueError:
+        we_accept = False
+    assert we_accept == mlflow_accepts

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.config import FilesParams, load_params
+from pipeline.config import FilesParams, PrepareParams, load_params
 from pipeline.datasets import (
     OWN,
     OWN_FILES_MANIFEST,
@@ -22,6 +22,7 @@ from pipeline.datasets import (
 )
 from pipeline.errors import PipelineError
 from pipeline.stages.fetch import fetch
+from pipeline.stages.prepare import prepare
 from tests.conftest import sha256, stage, tiny_params
 
 # ---------------------------------------------------------------- registry
@@ -267,6 +268,11 @@ def missing_file(tmp: Path) -> dict:
     return {**good(tmp, "test"), "test": str(tmp / "nowhere" / "test.csv")}
 
 
+def folder_not_file(tmp: Path) -> dict:
+    (tmp / "test.csv").mkdir()
+    return {**good(tmp, "test"), "test": str(tmp / "test.csv")}
+
+
 @pytest.mark.parametrize(("case", "message"), [
     (missing_column, r"train.csv has no column 'sentiment' \(data.files.label_column\); "
                      r"its columns: 'text', 'label'"),
@@ -280,6 +286,7 @@ def missing_file(tmp: Path) -> dict:
     (not_parquet, r"test.parquet is not a readable Parquet file"),
     (missing_label, r"train.csv: data row 2 has no label in column 'label'"),
     (missing_file, r"data.files.test: file not found: .*nowhere/test.csv"),
+    (folder_not_file, r"data.files.test: is a folder, not a file: .*test.csv"),
 ])
 def test_bad_own_files_fail_clearly_and_write_nothing(tmp_path: Path, case: BadCase,
                                                       message: str) -> None:
@@ -323,3 +330,34 @@ def test_prepare_holds_out_valid_from_string_labels(tmp_path: Path, tiny_archive
     assert sorted(valid["label"]) == [0, 1, 2]  # stratified: one of each class
     test = pd.read_parquet(tmp_path / "data/prepared/test.parquet")
     assert test["label"].tolist() == [2, 1, 0]  # red, green, blue
+
+
+def two_classes(n: int = 6) -> list[dict]:
+    return [{"text": f"{kind} review number {i}", "label": kind}
+            for kind in ("good", "bad") for i in range(n)]
+
+
+@pytest.mark.parametrize(("case", "settings", "message"), [
+    ("one class", {}, r"the train split has 1 class \(label 0\); a classifier needs at least two"),
+    ("blank valid", {}, "no valid reviews left after cleaning"),
+    ("blank train", {}, "no train reviews left after cleaning"),
+    ("cap below classes", {"max_train": 1}, "prepare.max_train=1 is fewer than the 2 classes"),
+])
+def test_prepare_refuses_splits_a_classifier_cannot_learn_from(
+        tmp_path: Path, case: str, settings: dict, message: str) -> None:
+    rows = two_classes()
+    train, valid = rows, None
+    if case == "one class":
+        train = [row for row in rows if row["label"] == "good"]
+    elif case == "blank valid":
+        valid = write_csv(tmp_path / "valid.csv", [{**row, "text": "   "} for row in rows])
+    elif case == "blank train":
+        train = [{**row, "text": "<br />"} for row in rows]  # nothing left once cleaned
+    files = {"train": write_csv(tmp_path / "train.csv", train),
+             "test": write_csv(tmp_path / "test.csv", rows[:1]), "valid": valid}
+    raw = own_fetch(tmp_path, **files)
+    out = tmp_path / "data" / "prepared"
+    with pytest.raises(PipelineError, match=message):
+        prepare(raw, "files", PrepareParams(valid_fraction=0.25, **settings), out)
+    assert not out.exists()
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["raw"]

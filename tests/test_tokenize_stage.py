@@ -24,7 +24,8 @@ def test_zero_workers_means_one_per_available_core_at_most_eight() -> None:
 
 
 def test_split_is_written_identically_with_one_and_automatic_workers(tmp_path: Path) -> None:
-    texts = [f"Review {i}: it wasn't {'great' if i % 2 else 'bad'}... was it?! (:" for i in range(60)]
+    texts = [f"Review {i}: it wasn't {'great' if i % 2 else 'bad'}... was it?! (:"
+             for i in range(60)]
     source = tmp_path / "train.parquet"
     pd.DataFrame({"id": [f"r{i}" for i in range(60)], "text": texts}).to_parquet(source)
     written = {}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline.batching import Corpus
 from pipeline.config import RuntimeParams
+from pipeline.errors import PipelineError
 from pipeline.models import BagOfEmbeddings
 from pipeline.runtime import setup
 from pipeline.tasks import ClassifierTask, predict_proba
@@ -61,3 +63,19 @@ def test_training_is_reproducible() -> None:
 
     first, second = once(), once()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_diverged_run_stops_with_a_clear_error() -> None:
+    """A nan loss (here: weights already nan, as after a too-high LR) stops training at
+    once, instead of training on and saving a nan model as if it had succeeded."""
+    runtime = setup(RuntimeParams(threads=1, precision="fp32", seed=0))
+    model = BagOfEmbeddings(40, 8, 2)
+    with torch.no_grad():
+        model.embedding.weight[7] = float("nan")
+    task = ClassifierTask(keyword_corpus(64, 0), keyword_corpus(32, 1), 8, 20, 0,
+                          runtime.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    with pytest.raises(PipelineError, match=r"training diverged: the loss is nan at epoch 1, "
+                                            r"step \d+; lower the learning rate"):
+        fit(model, task, optimizer, None, runtime, epochs=2, clip=1.0,
+            monitor="valid_accuracy", higher_is_better=True)

@@ -19,7 +19,7 @@ from pipeline import plots, tracking
 from pipeline.batching import Corpus
 from pipeline.config import LANGUAGE_MODEL_OF, VARIANTS, Params, load_params
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import atomic_path, read_json, require, write_json
+from pipeline.io import atomic_path, read_input, read_json, require, write_json
 from pipeline.metrics import (
     accuracy_interval,
     bootstrap_indices,
@@ -136,7 +136,7 @@ def write_probabilities(path: Path, labels: np.ndarray, label_names: list[str],
 def read_probabilities(path: Path, variants: tuple[str, ...], label_names: list[str],
                        labels: np.ndarray) -> dict[str, np.ndarray]:
     """What :func:`write_probabilities` wrote, checked against the current test labels."""
-    frame = pd.read_parquet(require(path, "evaluate's test probabilities"))
+    frame = read_input(path, "evaluate's test probabilities", pd.read_parquet)
     if not np.array_equal(frame["label"].to_numpy(), labels):
         raise PipelineError(f"{path} was written for another test set: rerun evaluate "
                             "(dvc repro)")
@@ -238,6 +238,8 @@ def main() -> None:
     label_names = info["label_names"]
     labels = test.labels
     lm_metrics = read_json(require(reports / "pretrain.json", "language-model metrics"))
+    curves = {v: read_input(reports / "curves" / f"{v}.csv", "training curve", pd.read_csv)
+              for v in VARIANTS}  # read before anything is written
 
     probs, results, sources = {}, {}, {}
     for variant in VARIANTS:
@@ -257,26 +259,25 @@ def main() -> None:
                  for k in ("max_train", "max_unlabeled", "max_test"))
 
     plot_dir = reports / "plots"
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    roc = {}
-    for variant in results:
-        fpr, tpr = roc_points(labels, probs[variant])
-        roc[variant] = (fpr, tpr, results[variant]["test"]["roc_auc"])
-        with atomic_path(plot_dir / f"roc_{variant}.csv") as tmp:
-            pd.DataFrame({"fpr": fpr, "tpr": tpr}).round(6).to_csv(tmp, index=False)
-        names = np.asarray(label_names)
-        with atomic_path(plot_dir / f"predictions_{variant}.csv") as tmp:
-            pd.DataFrame({"actual": names[labels], "predicted": names[probs[variant].argmax(1)]}
-                         ).to_csv(tmp, index=False)
-    curves = {v: pd.read_csv(reports / "curves" / f"{v}.csv") for v in VARIANTS}
     lm_curve_path = reports / "curves" / "pretrain.csv"
     lm_curve = pd.read_csv(lm_curve_path) if lm_curve_path.exists() else None
-    plots.training_curves(curves, lm_curve, plot_dir / "training_curves.png")
-    plots.roc_curves(roc, plot_dir / "roc.png")
-    plots.confusion_matrices({v: results[v]["test"]["confusion_matrix"] for v in results},
-                             label_names, plot_dir / "confusion.png")
-    plots.accuracy_comparison({v: results[v]["test"] for v in results},
-                              plot_dir / "accuracy.png")
+    roc = {}
+    with atomic_path(plot_dir) as staging:  # the folder appears whole, or not at all
+        staging.mkdir()
+        for variant in results:
+            fpr, tpr = roc_points(labels, probs[variant])
+            roc[variant] = (fpr, tpr, results[variant]["test"]["roc_auc"])
+            pd.DataFrame({"fpr": fpr, "tpr": tpr}).round(6).to_csv(
+                staging / f"roc_{variant}.csv", index=False)
+            names = np.asarray(label_names)
+            pd.DataFrame({"actual": names[labels], "predicted": names[probs[variant].argmax(1)]}
+                         ).to_csv(staging / f"predictions_{variant}.csv", index=False)
+        plots.training_curves(curves, lm_curve, staging / "training_curves.png")
+        plots.roc_curves(roc, staging / "roc.png")
+        plots.confusion_matrices({v: results[v]["test"]["confusion_matrix"] for v in results},
+                                 label_names, staging / "confusion.png")
+        plots.accuracy_comparison({v: results[v]["test"] for v in results},
+                                  staging / "accuracy.png")
     # not under plots/ (a deterministic output): its x axis is measured time
     plots.accuracy_vs_cost(cost_frame(results), reports / "accuracy_vs_train_time.png")
 

@@ -101,7 +101,8 @@ def copy_own_files(settings: FilesParams, staging: Path) -> dict:
     for key, entry in entries:
         source = Path(entry["origin"])
         if not source.is_file():
-            raise PipelineError(f"data.files.{key}: file not found: {entry['origin']} "
+            problem = "is a folder, not a file" if source.is_dir() else "file not found"
+            raise PipelineError(f"data.files.{key}: {problem}: {entry['origin']} "
                                 f"(paths are relative to {Path.cwd()})")
         try:
             shutil.copyfile(source, staging / entry["name"])

@@ -29,9 +29,15 @@ def clean(frame: pd.DataFrame, split: str) -> pd.DataFrame:
     return frame
 
 
-def stratified_sample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
+def stratified_sample(frame: pd.DataFrame, n: int | None, seed: int, key: str
+                      ) -> pd.DataFrame:
+    """At most ``n`` rows, every class kept (``key`` names the setting in errors)."""
     if n is None or n >= len(frame):
         return frame
+    classes = frame["label"].nunique()
+    if n < classes:
+        raise PipelineError(f"{key}={n} is fewer than the {classes} classes: "
+                            f"a sample of it cannot hold every class")
     stratify = frame["label"] if frame["label"].value_counts().min() >= 2 else None
     sample, _ = train_test_split(frame, train_size=n, random_state=seed, stratify=stratify)
     return sample.sort_index().reset_index(drop=True)
@@ -55,23 +61,31 @@ def prepare(raw_dir: Path, dataset_name: str, params: PrepareParams, out_dir: Pa
     require(raw_dir / "source.json", "fetched data")
     raw = dataset.read(raw_dir)
     train = clean(raw.train, "train")
+    if train.empty:  # before the valid hold-out, whose own error would hide the cause
+        raise PipelineError("no train reviews left after cleaning")
     if raw.valid is not None:
         valid = clean(raw.valid, "valid")
     else:
         train, valid = split_valid(train, params.valid_fraction, params.seed)
     tables = {
-        "train": stratified_sample(train, params.max_train, params.seed),
+        "train": stratified_sample(train, params.max_train, params.seed, "prepare.max_train"),
         "valid": valid,
-        "test": stratified_sample(clean(raw.test, "test"), params.max_test, params.seed),
+        "test": stratified_sample(clean(raw.test, "test"), params.max_test, params.seed,
+                                  "prepare.max_test"),
         "unlabeled": clean(raw.unlabeled, "unlabeled"),
     }
     if params.max_unlabeled is not None and params.max_unlabeled < len(tables["unlabeled"]):
         tables["unlabeled"] = (tables["unlabeled"]
                                .sample(n=params.max_unlabeled, random_state=params.seed)
                                .sort_index().reset_index(drop=True))
-    for split in ("train", "test"):
+    for split in ("train", "valid", "test"):
         if tables[split].empty:
             raise PipelineError(f"no {split} reviews left after cleaning")
+    classes = tables["train"]["label"].nunique()
+    if classes < 2:  # a one-class "classifier" would score 100% and be registered
+        raise PipelineError(
+            f"the train split has {classes} class (label {tables['train']['label'].iloc[0]}); "
+            f"a classifier needs at least two")
     unknown = set(tables["test"]["label"]) - set(tables["train"]["label"])
     if unknown:
         raise PipelineError(f"test labels {sorted(unknown)} never occur in train")

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from pipeline.config import TokenizeParams, load_params
 from pipeline.errors import run_stage
-from pipeline.io import atomic_path, require
+from pipeline.io import atomic_path, read_input, require
 from pipeline.stages.prepare import SPLITS
 from pipeline.text import TOKEN_LISTS, tokenize_to_arrow
 
@@ -30,7 +30,8 @@ def worker_count(requested: int) -> int:
 
 def tokenize_split(source: Path, target: Path, params: TokenizeParams) -> int:
     workers = worker_count(params.workers)
-    frame = pd.read_parquet(source, columns=["id", "text"])
+    frame = read_input(source, "prepared table",
+                       lambda path: pd.read_parquet(path, columns=["id", "text"]))
     ids, texts = frame["id"].tolist(), frame["text"].tolist()
     del frame
     done = 0

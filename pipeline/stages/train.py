@@ -141,6 +141,7 @@ def main() -> None:
     variant = args.variant
     data_dir = Path(args.data)
     info = read_json(require(data_dir / "info.json", "vocabulary"))
+    require(data_dir / "vocab.json", "vocabulary")  # the logged model needs it after training
     runtime = setup(params.runtime)
     if distributed.is_main():
         tracking.connect()  # fail fast, before any training

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import VocabParams, load_params
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import atomic_path, read_json, require, write_json
+from pipeline.io import atomic_path, read_input, read_json, require, write_json
 from pipeline.stages.prepare import SPLITS
 from pipeline.text import Vocab
 
@@ -27,7 +27,8 @@ VOCAB_SOURCES = ("train", "unlabeled")  # test and valid text must never shape t
 
 
 def token_batches(path: Path) -> Iterator[list[list[str]]]:
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=2000, columns=["tokens"]):
+    parquet = read_input(path, "tokenized split", pq.ParquetFile)  # reads the footer
+    for batch in parquet.iter_batches(batch_size=2000, columns=["tokens"]):
         yield batch.column(0).to_pylist()
 
 
@@ -80,7 +81,8 @@ def main() -> None:
         for split in SPLITS:
             stats[split] = encode_split(paths[split], vocab, staging, split)
             if split != "unlabeled":
-                labels = pd.read_parquet(prepared / f"{split}.parquet", columns=["label"])
+                labels = read_input(prepared / f"{split}.parquet", "prepared table",
+                                    lambda path: pd.read_parquet(path, columns=["label"]))
                 np.save(staging / f"{split}_labels.npy",
                         labels["label"].to_numpy(dtype=np.int64))
         write_json(staging / "vocab.json", {"itos": list(vocab.itos)})
