@@ -55,6 +55,6 @@ def test_sigterm_unwinds_and_leaves_no_temporary(tmp_path: Path, ignore_sigint: 
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert "[demo] interrupted; run it again (dvc repro) to redo it" in stderr
+    assert "[demo] interrupted; run it again (dvc repro)" in stderr
     assert "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary
