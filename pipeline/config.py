@@ -31,7 +31,8 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-OUTPUT_ROOTS = ("data", "models", "reports", ".dvc", ".git")  # dvc.yaml's outputs live here
+# where dvc.yaml's outputs live, and DVC's and git's own folders: no place for checkpoints
+OUTPUT_ROOTS = ("data", "models", "reports", ".dvc", ".git")
 
 
 TABLE_SUFFIXES = (".csv", ".parquet")  # labeled files of data.dataset "files"
@@ -212,11 +213,11 @@ class RegistryParams(Section):
     """MLflow model registry: where the best classifier of a run is registered."""
 
     enabled: bool = True
-    # MLflow's rules (mlflow.utils.validation), checked here so that a bad name fails before
-    # training, not in evaluate's last step; tests/test_config.py compares them with MLflow's
-    # model_name null = "<experiment name>-classifier"; the alias moves only when a new
-    # model beats the current one on test
+    # Both follow MLflow's rules (mlflow.utils.validation; tests/test_config.py compares
+    # them), so a bad name fails when params load, not in evaluate's last step.
+    # null = "<experiment name>-classifier"
     model_name: str | None = Field(None, pattern=r"^[^/:]*[^/:\s][^/:]*$")
+    # moves only when a new model beats the current one on test
     alias: str = Field("champion", max_length=255, pattern=r"^[\w\-]+$")
 
     @field_validator("alias")

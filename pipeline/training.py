@@ -220,7 +220,7 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                 if not math.isfinite(loss_value):  # the weights are nan from here on
                     raise PipelineError(
                         f"training diverged: the loss is {loss_value} at epoch {epoch}, step "
-                        f"{progress.step + 1}; lower the learning rate (or raise the clip)")
+                        f"{progress.step + 1}; lower the learning rate")
                 progress.loss_total += loss_value
                 progress.step += 1
                 progress.global_step += 1

@@ -76,43 +76,31 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
         load_params(bad)
 
 
-@pytest.mark.parametrize("name", ["champion", "best-2026_11", "v1", "V22", "latest", "LATEST",
-                                  "", "a b", "café", "x" * 256, "v1x"])
-def test_registry_alias_rules_agree_with_mlflow(name: str) -> None:
+def mlflow_accepts(field: str, name: str) -> bool:
     from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import (
-        _validate_model_alias_name,
-        _validate_model_alias_name_reserved,
-    )
+    from mlflow.utils import validation
 
+    checks = {"alias": (validation._validate_model_alias_name,
+                        validation._validate_model_alias_name_reserved),
+              "model_name": (validation._validate_model_name,)}[field]
     try:
-        _validate_model_alias_name(name)
-        _validate_model_alias_name_reserved(name)
-        mlflow_accepts = True
+        for check in checks:
+            check(name)
     except MlflowException:
-        mlflow_accepts = False
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("field", "name"), [
+    *(("alias", name) for name in ["champion", "best-2026_11", "v1", "V22", "latest", "LATEST",
+                                   "", "a b", "café", "x" * 256, "v1x"]),
+    *(("model_name", name) for name in ["imdb-classifier", "team imdb", "a/b", "a:b", " ", "",
+                                        "ünïcode"]),
+])
+def test_registry_rules_agree_with_mlflow(field: str, name: str) -> None:
     try:
-        RegistryParams(alias=name)
+        RegistryParams(**{field: name})
         we_accept = True
     except ValueError:
         we_accept = False
-    assert we_accept == mlflow_accepts
-
-
-@pytest.mark.parametrize("name", ["imdb-classifier", "team imdb", "a/b", "a:b", " ", "",
-                                  "ünïcode"])
-def test_registry_model_name_rules_agree_with_mlflow(name: str) -> None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.validation import _validate_model_name
-
-    try:
-        _validate_model_name(name)
-        mlflow_accepts = True
-    except MlflowException:
-        mlflow_accepts = False
-    try:
-        RegistryParams(model_name=name)
-        we_accept = True
-    except ValueError:
-        we_accept = False
-    assert we_accept == mlflow_accepts
+    assert we_accept == mlflow_accepts(field, name)

@@ -238,8 +238,12 @@ def main() -> None:
     label_names = info["label_names"]
     labels = test.labels
     lm_metrics = read_json(require(reports / "pretrain.json", "language-model metrics"))
+    # every input is read before anything is written
     curves = {v: read_input(reports / "curves" / f"{v}.csv", "training curve", pd.read_csv)
-              for v in VARIANTS}  # read before anything is written
+              for v in VARIANTS}
+    lm_curve_path = reports / "curves" / "pretrain.csv"  # optional: plotted when present
+    lm_curve = (read_input(lm_curve_path, "training curve", pd.read_csv)
+                if lm_curve_path.exists() else None)
 
     probs, results, sources = {}, {}, {}
     for variant in VARIANTS:
@@ -259,8 +263,7 @@ def main() -> None:
                  for k in ("max_train", "max_unlabeled", "max_test"))
 
     plot_dir = reports / "plots"
-    lm_curve_path = reports / "curves" / "pretrain.csv"
-    lm_curve = pd.read_csv(lm_curve_path) if lm_curve_path.exists() else None
+    names = np.asarray(label_names)
     roc = {}
     with atomic_path(plot_dir) as staging:  # the folder appears whole, or not at all
         staging.mkdir()
@@ -269,7 +272,6 @@ def main() -> None:
             roc[variant] = (fpr, tpr, results[variant]["test"]["roc_auc"])
             pd.DataFrame({"fpr": fpr, "tpr": tpr}).round(6).to_csv(
                 staging / f"roc_{variant}.csv", index=False)
-            names = np.asarray(label_names)
             pd.DataFrame({"actual": names[labels], "predicted": names[probs[variant].argmax(1)]}
                          ).to_csv(staging / f"predictions_{variant}.csv", index=False)
         plots.training_curves(curves, lm_curve, staging / "training_curves.png")

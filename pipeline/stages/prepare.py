@@ -78,7 +78,7 @@ def prepare(raw_dir: Path, dataset_name: str, params: PrepareParams, out_dir: Pa
         tables["unlabeled"] = (tables["unlabeled"]
                                .sample(n=params.max_unlabeled, random_state=params.seed)
                                .sort_index().reset_index(drop=True))
-    for split in ("train", "valid", "test"):
+    for split in ("valid", "test"):  # train was checked above; sampling keeps every class
         if tables[split].empty:
             raise PipelineError(f"no {split} reviews left after cleaning")
     classes = tables["train"]["label"].nunique()
