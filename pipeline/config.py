@@ -46,6 +46,11 @@ def _check_suffix(path: str | None, allowed: tuple[str, ...]) -> str | None:
     return path
 
 
+def _same_file_key(path: str | None) -> Path | None:
+    """Where a path points, so ``data/a.csv`` and ``./data/a.csv`` count as one file."""
+    return None if path is None else Path(path).expanduser().resolve()
+
+
 class FilesParams(Section):
     """Your own data (data.dataset: files); paths are relative to the repository root."""
 
@@ -72,6 +77,22 @@ class FilesParams(Section):
     def _columns_differ(self) -> FilesParams:
         if self.text_column == self.label_column:  # the classifiers would read the answer
             raise ValueError(f"text_column and label_column are both {self.text_column!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _test_is_held_out(self) -> FilesParams:
+        """The test file must not also be read for training, selection or pretraining (its
+        text would reach the vocabulary and the language model), nor valid be train."""
+        roles = [("train", self.train), ("valid", self.valid),
+                 *((f"unlabeled[{i}]", path) for i, path in enumerate(self.unlabeled))]
+        test = _same_file_key(self.test)
+        for role, path in roles:
+            if test is not None and _same_file_key(path) == test:
+                raise ValueError(f"test and {role} are the same file ({path}): the test set "
+                                 "must be held out from everything the models learn from")
+        if self.valid is not None and _same_file_key(self.valid) == _same_file_key(self.train):
+            raise ValueError(f"valid and train are the same file ({self.valid}): leave valid "
+                             "unset to hold out part of train (prepare.valid_fraction)")
         return self
 
 
@@ -339,13 +360,29 @@ def _describe(error: ValidationError, path: Path) -> str:
     return "\n".join(lines)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; DVC (ruamel) refuses them: so do we, or a
+    stage run on its own would quietly use a value ``dvc repro`` rejects."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark,
+                    f"found the key {key!r} twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     """Read and validate params.yaml; raise PipelineError naming every bad key."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"settings file not found: {path.resolve()}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

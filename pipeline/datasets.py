@@ -10,6 +10,7 @@ Kim, 2014) and ``files``: your own CSV / Parquet files, named in params (data.fi
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 import tarfile
@@ -301,6 +302,9 @@ def require_columns(present: list[str], columns: Mapping[str, str], shown: str) 
             raise PipelineError(
                 f"{shown} has no column {column!r} ({setting}); its columns: "
                 + ", ".join(map(repr, present)))
+        if present.count(column) > 1:  # pandas would quietly take the first
+            raise PipelineError(f"{shown} has {present.count(column)} columns named {column!r}"
+                                f" ({setting}): rename all but one")
 
 
 def read_table(path: Path, columns: Mapping[str, str], shown: str) -> pd.DataFrame:
@@ -323,11 +327,13 @@ def read_table(path: Path, columns: Mapping[str, str], shown: str) -> pd.DataFra
         text = decode_utf8(read_bytes(path, shown), shown).removeprefix("\ufeff")
         if not text.strip():
             raise PipelineError(f"{shown} is empty")
+        # the header as written: pandas renames a repeated name ("text" -> "text.1")
+        header = next(csv.reader(io.StringIO(text)), [])
+        require_columns(header, columns, shown)
         try:
             frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
         except pd.errors.ParserError as exc:
             raise PipelineError(f"{shown} is not valid CSV: {exc}") from None
-        require_columns(list(frame.columns), columns, shown)
     if frame.empty:
         raise PipelineError(f"{shown} is empty: no rows")
     return frame[list(columns)].reset_index(drop=True)

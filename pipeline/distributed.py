@@ -73,6 +73,18 @@ def shard(batch: tuple, size: int) -> tuple | None:
                  and item.size(0) == size else item for item in batch)
 
 
+def mean_over_ranks(value: torch.Tensor) -> float:
+    """A scalar's mean over all ranks, the same on every rank (one small all-reduce); alone,
+    the value itself. For the loss: every rank logs the whole batch's loss, and a nan/inf
+    on one rank's shard stops all of them at the same step, instead of leaving the others
+    waiting in the next step's gradient all-reduce."""
+    if world_size() == 1:
+        return value.item()
+    total = value.detach().float().clone()
+    dist.all_reduce(total)
+    return total.item() / world_size()
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,20 +47,42 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def atomic_outputs(*targets: str | Path) -> Iterator[list[Path]]:
+    """:func:`atomic_path` for several outputs that appear together: one staged path per
+    target, all moved into place only once the block has written every one of them, so an
+    error or Ctrl-C part-way through a stage's writes leaves none of its outputs."""
+    with ExitStack() as stack:
+        staged = [stack.enter_context(atomic_path(target)) for target in targets]
+        yield staged
+        missing = [str(target) for target, path in zip(targets, staged, strict=True)
+                   if not path.exists()]
+        if missing:  # checked before any is moved, so none is
+            raise RuntimeError(f"nothing was written for {', '.join(missing)}")
+
+
 def write_json(path: str | Path, data: object) -> None:
     """Write JSON atomically, with sorted keys so identical data gives identical bytes."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def read_json(path: str | Path) -> object:
+def read_json(path: str | Path, keys: tuple[str, ...] = ()) -> object:
+    """A JSON file; with ``keys``, a JSON object that must have each of them (a report
+    from an older version, or edited by hand, is named rather than a KeyError)."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"missing input file: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path} is not valid JSON: {exc}") from exc
+    if keys:
+        missing = [key for key in keys if not isinstance(data, dict) or key not in data]
+        if missing:
+            raise PipelineError(f"{path} lacks {', '.join(map(repr, missing))}: delete it and "
+                                "run the stage that writes it again (dvc repro)")
+    return data
 
 
 def require(path: str | Path, what: str) -> Path:

@@ -216,7 +216,7 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                 scaler.update()
                 if scheduler is not None:
                     scheduler.step()
-                loss_value = loss.item()
+                loss_value = distributed.mean_over_ranks(loss)  # all ranks see the same
                 if not math.isfinite(loss_value):  # the weights are nan from here on
                     raise PipelineError(
                         f"training diverged: the loss is {loss_value} at epoch {epoch}, step "

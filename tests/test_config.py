@@ -76,6 +76,15 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
         load_params(bad)
 
 
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    """DVC refuses a duplicated key; a stage run on its own must not take the last one."""
+    text = (REPO / "params.yaml").read_text().replace("runtime:\n", "runtime:\n  seed: 7\n", 1)
+    duplicated = tmp_path / "params.yaml"
+    duplicated.write_text(text)
+    with pytest.raises(PipelineError, match=r"not valid YAML(.|\n)*found the key 'seed' twice"):
+        load_params(duplicated)
+
+
 def mlflow_accepts(field: str, name: str) -> bool:
     from mlflow.exceptions import MlflowException
     from mlflow.utils import validation

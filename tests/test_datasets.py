@@ -103,6 +103,22 @@ def test_fetch_stage_checksum_mismatch_leaves_nothing(tmp_path: Path, tiny_archi
     assert list((tmp_path / "data").iterdir()) == []  # no temporary left behind either
 
 
+def test_fetch_stage_refuses_a_misspelt_mirror_name(tmp_path: Path, tiny_archive: Path,
+                                                    pipeline_env: dict) -> None:
+    """A mirror under a name no dataset has would be skipped and the archive downloaded."""
+    params = tiny_params(tiny_archive)
+    mirrors = params["fetch"]["mirrors"]["imdb"]
+    mirrors["aclImdb_v1.tgz"] = mirrors.pop("aclImdb_v1.tar.gz")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = stage("fetch", "--params", "params.yaml", "--out", "data/raw", cwd=tmp_path,
+                   env=pipeline_env, check=False)
+    assert result.returncode == 1
+    assert ("params.yaml: fetch.mirrors.imdb.aclImdb_v1.tgz: imdb has no such file "
+            "(its files: aclImdb_v1.tar.gz)") in result.stderr
+    assert "Traceback" not in result.stderr and "downloading" not in result.stdout
+    assert not (tmp_path / "data").exists()
+
+
 def test_fetch_stage_copies_and_records_source(tmp_path: Path, tiny_archive: Path,
                                                pipeline_env: dict) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(tiny_archive)))

@@ -68,6 +68,15 @@ def test_each_dataset_gets_its_own_experiment(tmp_path: Path, tiny_archive: Path
      r"data.files.train: .*'a.xlsx': supported formats are .csv, .parquet"),
     ({"train": "a.csv", "test": "b.csv", "unlabeled": ["c.json"]},
      r"data.files.unlabeled: .*'c.json': supported formats are .csv, .parquet, .txt"),
+    # the test set must be held out from everything the models learn from
+    ({"train": "data/a.csv", "test": "./data/a.csv"},
+     r"data.files: .*test and train are the same file \(data/a.csv\)"),
+    ({"train": "a.csv", "valid": "b.csv", "test": "b.csv"},
+     r"data.files: .*test and valid are the same file"),
+    ({"train": "a.csv", "test": "b.csv", "unlabeled": ["u.txt", "b.csv"]},
+     r"data.files: .*test and unlabeled\[1\] are the same file"),
+    ({"train": "a.csv", "valid": "a.csv", "test": "b.csv"},
+     r"data.files: .*valid and train are the same file"),
 ])
 def test_files_settings_are_checked_when_params_load(tmp_path: Path, tiny_archive: Path,
                                                      files: dict, message: str) -> None:
@@ -264,6 +273,11 @@ def missing_label(tmp: Path) -> dict:
     return {**good(tmp, "train"), "train": str(tmp / "train.csv")}
 
 
+def repeated_column(tmp: Path) -> dict:
+    (tmp / "train.csv").write_text("text,label,text\nfine,a,other\nbad,b,more\n")
+    return {**good(tmp, "train"), "train": str(tmp / "train.csv")}
+
+
 def missing_file(tmp: Path) -> dict:
     return {**good(tmp, "test"), "test": str(tmp / "nowhere" / "test.csv")}
 
@@ -285,6 +299,7 @@ def folder_not_file(tmp: Path) -> dict:
     (not_utf8, r"train.csv is not UTF-8 text \(line 3, byte \d+\)"),
     (not_parquet, r"test.parquet is not a readable Parquet file"),
     (missing_label, r"train.csv: data row 2 has no label in column 'label'"),
+    (repeated_column, r"train.csv has 2 columns named 'text' \(data.files.text_column\)"),
     (missing_file, r"data.files.test: file not found: .*nowhere/test.csv"),
     (folder_not_file, r"data.files.test: is a folder, not a file: .*test.csv"),
 ])

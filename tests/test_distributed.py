@@ -8,10 +8,11 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import run, stage, tiny_params
+from tests.conftest import REPO, run, stage, tiny_params
 from tests.test_resume import prepare_inputs
 
 pytestmark = pytest.mark.slow
@@ -76,8 +77,66 @@ def test_two_processes_match_one(tmp_path: Path, tiny_archive: Path, module: str
     assert log.count("epoch 1:") == 1  # rank 0 alone reports
 
     assert_same_training(tmp_path / "single", tmp_path / "ddp", model, summary, key)
+    # the logged training loss is the whole batch's (all ranks'), not rank 0's half
+    curve = "curve.csv" if module == "pretrain" else "curves/rnn_scratch.csv"
+    loss_a = pd.read_csv(tmp_path / "single" / curve)["train_loss"]
+    loss_b = pd.read_csv(tmp_path / "ddp" / curve)["train_loss"]
+    assert loss_b.to_numpy() == pytest.approx(loss_a.to_numpy(), rel=1e-4)
     if module == "pretrain":  # both processes' tokens are counted
         a = json.loads((tmp_path / "single" / summary).read_text())
         b = json.loads((tmp_path / "ddp" / summary).read_text())
         assert b["tokens"] == a["tokens"]
     assert not list(tmp_path.glob("**/*.tmp"))
+
+
+# rank 1's loss turns inf at its third step while every gradient stays finite (as when a
+# GradScaler skips an fp16 overflow): the weights stay the same on both ranks
+ONE_RANK_OVERFLOWS = """
+import sys
+
+import torch
+
+from pipeline import distributed
+from pipeline.config import RuntimeParams
+from pipeline.errors import PipelineError
+from pipeline.models import BagOfEmbeddings
+from pipeline.runtime import setup
+from pipeline.tasks import ClassifierTask
+from pipeline.training import fit
+from tests.test_training import keyword_corpus
+
+
+class OneRankOverflows(ClassifierTask):
+    calls = 0
+
+    def loss(self, model, batch):
+        self.calls += 1
+        loss = super().loss(model, batch)
+        return loss + float("inf") if distributed.rank() == 1 and self.calls == 3 else loss
+
+
+runtime = setup(RuntimeParams(device="cpu", threads=1, precision="fp32", seed=0))
+task = OneRankOverflows(keyword_corpus(64, 0), keyword_corpus(32, 1), 8, 20, 0, runtime.device)
+model = BagOfEmbeddings(40, 8, 2)
+try:
+    fit(model, task, torch.optim.AdamW(model.parameters(), lr=0.01), None, runtime, epochs=2,
+        clip=1.0, monitor="valid_accuracy", higher_is_better=True)
+except PipelineError as error:
+    print(f"rank {distributed.rank()}: {error}", flush=True)
+    sys.exit(3)
+"""
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank(tmp_path: Path) -> None:
+    """Each rank used to check only its own loss: rank 1 stopped with the message, rank 0
+    went on into the next gradient all-reduce and died there with gloo's raw "Connection
+    closed by peer" traceback (NCCL would wait there until its watchdog's timeout)."""
+    script = tmp_path / "one_rank_overflows.py"
+    script.write_text(ONE_RANK_OVERFLOWS)
+    result = run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                  "--nproc_per_node=2", str(script)], cwd=REPO, env={"PYTHONPATH": str(REPO)},
+                 check=False, timeout=180)
+    assert result.returncode != 0
+    for rank in (0, 1):
+        assert (f"rank {rank}: training diverged: the loss is inf at epoch 1, step 3"
+                in result.stdout), result.stdout + result.stderr

@@ -15,11 +15,12 @@ import numpy as np
 
 from pipeline import tracking
 from pipeline.config import BACKWARD_VARIANT, ENSEMBLES
-from pipeline.errors import run_stage
-from pipeline.io import atomic_path, read_json, require, write_json
+from pipeline.errors import PipelineError, run_stage
+from pipeline.io import atomic_outputs, read_json, require, write_json
 from pipeline.metrics import accuracy_interval, classification_metrics
 from pipeline.stages.evaluate import (
     BASELINE,
+    LM_REPORT_KEYS,
     PROBABILITIES,
     add_baseline_differences,
     add_costs,
@@ -36,11 +37,15 @@ def main() -> None:
     run = start_evaluation(__doc__)
     params, models_dir, reports, info = run.params, run.models_dir, run.reports, run.info
     test, indices, labels = run.test, run.indices, run.test.labels
-    lms = {name: read_json(require(reports / f"{name}.json", f"{name} metrics"))
+    lms = {name: read_json(require(reports / f"{name}.json", f"{name} metrics"), LM_REPORT_KEYS)
            for name in ("pretrain", "pretrain_backward")}
     (name, members), = ENSEMBLES.items()
     forward = members[0]  # evaluate already scored it and the baseline: reuse, don't redo
-    evaluated = read_json(require(reports / "metrics.json", "evaluate's metrics"))["classifiers"]
+    metrics_path = require(reports / "metrics.json", "evaluate's metrics")
+    evaluated = read_json(metrics_path, ("classifiers",))["classifiers"]
+    if any(variant not in evaluated for variant in (forward, BASELINE)):
+        raise PipelineError(f"{metrics_path} lacks {forward} or {BASELINE}: rerun evaluate "
+                            "(dvc repro)")
     probs = read_probabilities(reports / PROBABILITIES, (forward, BASELINE),
                                info["label_names"], labels)
     results = {v: evaluated[v] for v in (forward, BASELINE)}
@@ -64,16 +69,16 @@ def main() -> None:
 
     # evaluate already reports rnn_pretrained and the baseline: keep only what is new here
     shown = {v: results[v] for v in (BACKWARD_VARIANT, name)}
-    write_json(reports / "ensemble.json", {"lm_backward": lm_summary(lms["pretrain_backward"]),
-                                           "classifiers": shown})
     lines = ["# Forward + backward ensemble (test set as in comparison.md)", "",
              *results_table({v: results[v] for v in (members[0], *shown)}), "",
              f"{name}: mean class probabilities of {' + '.join(members)}. Backward language "
              f"model: valid perplexity {lms['pretrain_backward']['valid_perplexity']:.1f} "
              f"(forward: {lms['pretrain']['valid_perplexity']:.1f}).",
              "Intervals: paired percentile bootstrap over the test set (evaluate's resamples)."]
-    with atomic_path(reports / "ensemble.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with atomic_outputs(reports / "ensemble.json", reports / "ensemble.md") as (json_tmp, md_tmp):
+        write_json(json_tmp, {"lm_backward": lm_summary(lms["pretrain_backward"]),
+                              "classifiers": shown})
+        md_tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n" + "\n".join(lines))
 
     with tracking.stage_run(params, "ensemble", "ensemble", ("data", "ensemble", "evaluate")):

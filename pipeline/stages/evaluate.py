@@ -19,7 +19,7 @@ from pipeline import plots, tracking
 from pipeline.batching import Corpus
 from pipeline.config import LANGUAGE_MODEL_OF, VARIANTS, Params, load_params
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import atomic_path, read_input, read_json, require, write_json
+from pipeline.io import atomic_outputs, atomic_path, read_input, read_json, require, write_json
 from pipeline.metrics import (
     accuracy_interval,
     bootstrap_indices,
@@ -29,6 +29,9 @@ from pipeline.metrics import (
 )
 from pipeline.models import load_checkpoint
 from pipeline.runtime import Runtime, setup
+from pipeline.stages.pretrain import REPORT_KEYS as LM_REPORT_KEYS
+from pipeline.stages.train import SUMMARY_KEYS as TRAIN_SUMMARY_KEYS
+from pipeline.stages.vocab import INFO_KEYS as VOCAB_INFO_KEYS
 from pipeline.tasks import predict_proba
 from pipeline.timing import read_timings
 from pipeline.timing import summary as timing_summary
@@ -107,7 +110,7 @@ def evaluate_model(variant: str, models_dir: Path, reports: Path, test: Corpus,
     probs = predict_proba(model, test, 256, blob["max_len"], runtime.device, runtime)
     inference_seconds = time.perf_counter() - started
     summary = read_json(require(reports / "train" / f"{variant}.json",
-                                f"{variant} training summary"))
+                                f"{variant} training summary"), TRAIN_SUMMARY_KEYS)
     test_metrics = classification_metrics(test.labels, probs, label_names)
     test_metrics["accuracy_ci95"] = accuracy_interval(probs.argmax(1) == test.labels, indices)
     print(f"[evaluate] {variant}: accuracy {test_metrics['accuracy']:.4f} "
@@ -222,7 +225,7 @@ def start_evaluation(description: str) -> Evaluation:
     args = parser.parse_args()
     params: Params = load_params(args.params)
     data_dir = Path(args.data)
-    info = read_json(require(data_dir / "info.json", "vocabulary"))
+    info = read_json(require(data_dir / "info.json", "vocabulary"), VOCAB_INFO_KEYS)
     runtime = setup(params.runtime)
     tracking.connect()
     test = Corpus.load(data_dir, "test")
@@ -237,7 +240,8 @@ def main() -> None:
     info, runtime, test, indices = run.info, run.runtime, run.test, run.indices
     label_names = info["label_names"]
     labels = test.labels
-    lm_metrics = read_json(require(reports / "pretrain.json", "language-model metrics"))
+    lm_metrics = read_json(require(reports / "pretrain.json", "language-model metrics"),
+                           LM_REPORT_KEYS)
     # every input is read before anything is written
     curves = {v: read_input(reports / "curves" / f"{v}.csv", "training curve", pd.read_csv)
               for v in VARIANTS}
@@ -263,9 +267,14 @@ def main() -> None:
                  for k in ("max_train", "max_unlabeled", "max_test"))
 
     plot_dir = reports / "plots"
+    cost_plot = reports / "accuracy_vs_train_time.png"
     names = np.asarray(label_names)
     roc = {}
-    with atomic_path(plot_dir) as staging:  # the folder appears whole, or not at all
+    table = comparison_table(results, dataset, lm_metrics, capped)
+    # every output appears together, or none does (the plots folder whole)
+    with atomic_outputs(plot_dir, cost_plot, reports / PROBABILITIES, reports / "metrics.json",
+                        reports / "comparison.md") as (staging, cost_tmp, probs_tmp,
+                                                        metrics_tmp, table_tmp):
         staging.mkdir()
         for variant in results:
             fpr, tpr = roc_points(labels, probs[variant])
@@ -280,14 +289,11 @@ def main() -> None:
                                  label_names, staging / "confusion.png")
         plots.accuracy_comparison({v: results[v]["test"] for v in results},
                                   staging / "accuracy.png")
-    # not under plots/ (a deterministic output): its x axis is measured time
-    plots.accuracy_vs_cost(cost_frame(results), reports / "accuracy_vs_train_time.png")
-
-    write_probabilities(reports / PROBABILITIES, labels, label_names, probs)
-    write_json(reports / "metrics.json", metrics)
-    table = comparison_table(results, dataset, lm_metrics, capped)
-    with atomic_path(reports / "comparison.md") as tmp:
-        tmp.write_text(table, encoding="utf-8")
+        # not under plots/ (a deterministic output): its x axis is measured time
+        plots.accuracy_vs_cost(cost_frame(results), cost_tmp)
+        write_probabilities(probs_tmp, labels, label_names, probs)
+        write_json(metrics_tmp, metrics)
+        table_tmp.write_text(table, encoding="utf-8")
     print("\n" + table)
 
     with tracking.stage_run(params, "evaluate", "evaluate", ("data", "evaluate")):
@@ -296,7 +302,7 @@ def main() -> None:
         log_test_metrics(results, sources)
         mlflow.log_artifact(str(reports / "metrics.json"))
         mlflow.log_artifact(str(reports / "comparison.md"))
-        for png in [*sorted(plot_dir.glob("*.png")), reports / "accuracy_vs_train_time.png"]:
+        for png in [*sorted(plot_dir.glob("*.png")), cost_plot]:
             mlflow.log_artifact(str(png), artifact_path="plots")
         from pipeline.registry import register_best  # imports mlflow.pyfunc: only here
 

@@ -21,6 +21,7 @@ from pipeline.config import FilesParams, load_params
 from pipeline.datasets import (
     OWN_FILES,
     OWN_FILES_MANIFEST,
+    REGISTRY,
     Dataset,
     SourceFile,
     get_dataset,
@@ -115,6 +116,22 @@ def copy_own_files(settings: FilesParams, staging: Path) -> dict:
     return provenance
 
 
+def check_mirror_names(mirrors: dict, shown: str) -> None:
+    """A misspelt dataset or file name in fetch.mirrors would be skipped without a word
+    (and the file downloaded instead): name it."""
+    for dataset_name, files in mirrors.items():
+        if dataset_name not in REGISTRY or not REGISTRY[dataset_name].files:
+            known = ", ".join(name for name, d in REGISTRY.items() if d.files)
+            raise PipelineError(f"{shown}: fetch.mirrors.{dataset_name}: no such dataset "
+                                f"with files to download (known: {known})")
+        names = [source.name for source in REGISTRY[dataset_name].files]
+        for file_name in files:
+            if file_name not in names:
+                raise PipelineError(f"{shown}: fetch.mirrors.{dataset_name}.{file_name}: "
+                                    f"{dataset_name} has no such file (its files: "
+                                    f"{', '.join(names)})")
+
+
 def fetch(dataset: Dataset, mirrors: dict, retries: int, expect_full_size: bool,
           out_dir: Path, own_files: FilesParams | None = None) -> None:
     with atomic_path(out_dir) as staging:
@@ -137,6 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     dataset = get_dataset(params.data.dataset)
+    check_mirror_names(params.fetch.mirrors, args.params)
     fetch(dataset, params.fetch.mirrors.get(dataset.name, {}), params.fetch.retries,
           params.fetch.expect_full_size, Path(args.out), params.data.files)
 

@@ -18,13 +18,16 @@ from pipeline import distributed, tracking
 from pipeline.batching import BPTTBatches, Corpus, lm_stream
 from pipeline.config import Params, flatten, load_params
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import atomic_path, read_json, require, write_json
+from pipeline.io import atomic_outputs, read_json, require, write_json
 from pipeline.models import EncoderConfig, LanguageModel, encoder_dict, save_checkpoint
 from pipeline.runtime import setup
+from pipeline.stages.vocab import INFO_KEYS
 from pipeline.tasks import LanguageModelTask
 from pipeline.training import Checkpointing, FitResult, adamw, fit, one_cycle
 
 SECTIONS = ("data", "vocab", "model", "pretrain", "runtime")
+# what evaluate and ensemble read from reports/pretrain*.json
+REPORT_KEYS = ("valid_perplexity", "epochs", "tokens", "train_seconds")
 
 
 def encoder_config(params: Params, vocab_size: int) -> EncoderConfig:
@@ -70,7 +73,7 @@ def main() -> None:
     params = load_params(args.params)
     config = params.pretrain
     data_dir = Path(args.data)
-    info = read_json(require(data_dir / "info.json", "vocabulary"))
+    info = read_json(require(data_dir / "info.json", "vocabulary"), INFO_KEYS)
     runtime = setup(params.runtime)
     if distributed.is_main():
         tracking.connect()  # fail fast, before any training
@@ -123,15 +126,17 @@ def main() -> None:
         }
         checkpoint_config = {"encoder": encoder_dict(encoder), "softmax": config.softmax,
                              "cutoffs": list(config.adaptive_cutoffs)}
-        save_checkpoint(Path(args.out), "language_model", checkpoint_config, model,
-                        {"vocab_size": info["vocab_size"], "direction": direction})
-        write_json(args.metrics, metrics)
-        with atomic_path(args.curve) as tmp:
-            pd.DataFrame(result.history).to_csv(tmp, index=False)
-        mlflow.set_tag("direction", direction)
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "direction"})
-        mlflow.log_artifact(args.out, artifact_path="model")
-        mlflow.log_artifact(args.curve, artifact_path="curves")
+        # the model and its reports appear together, once MLflow has them too
+        with atomic_outputs(args.out, args.metrics, args.curve) as (model_tmp, metrics_tmp,
+                                                                     curve_tmp):
+            save_checkpoint(model_tmp, "language_model", checkpoint_config, model,
+                            {"vocab_size": info["vocab_size"], "direction": direction})
+            write_json(metrics_tmp, metrics)
+            pd.DataFrame(result.history).to_csv(curve_tmp, index=False)
+            mlflow.set_tag("direction", direction)
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "direction"})
+            mlflow.log_artifact(str(model_tmp), artifact_path="model")
+            mlflow.log_artifact(str(curve_tmp), artifact_path="curves")
     checkpoint.discard()  # outputs are safely written: nothing left to resume
     print(f"[{name}] best valid perplexity {metrics['valid_perplexity']:.1f} "
           f"({metrics['tokens_per_second']:.0f} tokens/s)")

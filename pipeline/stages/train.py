@@ -32,7 +32,7 @@ from pipeline.config import (
     load_params,
 )
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import atomic_path, read_json, require, write_json
+from pipeline.io import atomic_outputs, read_json, require, write_json
 from pipeline.models import (
     BagOfEmbeddings,
     EncoderConfig,
@@ -44,8 +44,12 @@ from pipeline.models import (
 )
 from pipeline.runtime import setup
 from pipeline.stages.pretrain import checkpointing, encoder_config
+from pipeline.stages.vocab import INFO_KEYS
 from pipeline.tasks import ClassifierTask
 from pipeline.training import FitResult, adamw, fit, one_cycle
+
+# what evaluate reads from reports/train/<variant>.json
+SUMMARY_KEYS = ("train_seconds", "valid_accuracy", "train_examples", "mlflow_run_id")
 
 
 def architecture(config: EncoderConfig) -> tuple:
@@ -140,7 +144,7 @@ def main() -> None:
     params = load_params(args.params)
     variant = args.variant
     data_dir = Path(args.data)
-    info = read_json(require(data_dir / "info.json", "vocabulary"))
+    info = read_json(require(data_dir / "info.json", "vocabulary"), INFO_KEYS)
     require(data_dir / "vocab.json", "vocabulary")  # the logged model needs it after training
     runtime = setup(params.runtime)
     if distributed.is_main():
@@ -186,24 +190,28 @@ def main() -> None:
 
         mlflow.set_tag("variant", variant)
         result = train_model(lambda e, m: tracking.log_epoch(m, e))
-        save_checkpoint(model_path, kind, config, model,
-                        {"label_names": info["label_names"], "max_len": read_len,
-                         "variant": variant})
-        from pipeline.serving import log_classifier_model  # imports mlflow.pyfunc: only here
-
-        log_classifier_model(variant, model_path, data_dir / "vocab.json",
-                             params.tokenize.lowercase)
         summary = {"variant": variant, "valid_accuracy": result.best["valid_accuracy"],
                    "best_epoch": result.best_epoch, "epochs": len(result.history),
                    "train_seconds": result.seconds, "mlflow_run_id": run.info.run_id,
                    "train_examples": len(train)}
-        with atomic_path(curve_path) as tmp:
-            pd.DataFrame(result.history).to_csv(tmp, index=False)
-        write_json(Path(args.reports) / "train" / f"{variant}.json", summary)
-        mlflow.log_metrics({"valid_accuracy": summary["valid_accuracy"],
-                            "train_seconds": result.seconds, "best_epoch": result.best_epoch})
-        mlflow.log_artifact(str(model_path), artifact_path="model")
-        mlflow.log_artifact(str(curve_path), artifact_path="curves")
+        summary_path = Path(args.reports) / "train" / f"{variant}.json"
+        # the model and its reports appear together, once MLflow has them too
+        with atomic_outputs(model_path, curve_path, summary_path) as (model_tmp, curve_tmp,
+                                                                      summary_tmp):
+            save_checkpoint(model_tmp, kind, config, model,
+                            {"label_names": info["label_names"], "max_len": read_len,
+                             "variant": variant})
+            pd.DataFrame(result.history).to_csv(curve_tmp, index=False)
+            write_json(summary_tmp, summary)
+            from pipeline.serving import log_classifier_model  # imports mlflow.pyfunc
+
+            log_classifier_model(variant, model_tmp, data_dir / "vocab.json",
+                                 params.tokenize.lowercase)
+            mlflow.log_metrics({"valid_accuracy": summary["valid_accuracy"],
+                                "train_seconds": result.seconds,
+                                "best_epoch": result.best_epoch})
+            mlflow.log_artifact(str(model_tmp), artifact_path="model")
+            mlflow.log_artifact(str(curve_tmp), artifact_path="curves")
     checkpoint.discard()  # outputs are safely written: nothing left to resume
     print(f"[{variant}] best valid accuracy {summary['valid_accuracy']:.4f} "
           f"(epoch {result.best_epoch}, {result.seconds:.0f} s)")

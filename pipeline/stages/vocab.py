@@ -23,6 +23,7 @@ from pipeline.io import atomic_path, read_input, read_json, require, write_json
 from pipeline.stages.prepare import SPLITS
 from pipeline.text import Vocab
 
+INFO_KEYS = ("vocab_size", "splits", "label_names", "dataset")  # info.json: later stages read these
 VOCAB_SOURCES = ("train", "unlabeled")  # test and valid text must never shape the vocabulary
 
 
@@ -66,7 +67,8 @@ def main() -> None:
     params: VocabParams = load_params(args.params).vocab
     tokens_dir, prepared = Path(args.tokens), Path(args.prepared)
     paths = {s: require(tokens_dir / f"{s}.parquet", f"{s} tokens") for s in SPLITS}
-    info = read_json(require(prepared / "info.json", "prepared data"))
+    info = read_json(require(prepared / "info.json", "prepared data"),
+                     ("label_names", "dataset"))
 
     vocab = Vocab.build(count_tokens([paths[s] for s in VOCAB_SOURCES]),
                         params.min_freq, params.max_size)
@@ -86,9 +88,10 @@ def main() -> None:
                 np.save(staging / f"{split}_labels.npy",
                         labels["label"].to_numpy(dtype=np.int64))
         write_json(staging / "vocab.json", {"itos": list(vocab.itos)})
-        write_json(staging / "info.json", {"vocab_size": len(vocab), "splits": stats,
-                                            "label_names": info["label_names"],
-                                            "dataset": info["dataset"]})
+        summary = {"vocab_size": len(vocab), "splits": stats,
+                   "label_names": info["label_names"], "dataset": info["dataset"]}
+        assert set(summary) == set(INFO_KEYS)
+        write_json(staging / "info.json", summary)
     print(f"[vocab] {len(vocab)} types; "
           + ", ".join(f"{s}: {v['tokens']} tokens" for s, v in stats.items()))
 
