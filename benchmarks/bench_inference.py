@@ -1,8 +1,9 @@
 """RNN classifier inference: length-bucketed ``predict_proba`` vs unbucketed batches.
 
 Project ("A"): ``pipeline.tasks.predict_proba`` as the evaluate stage calls it (batches of
-256 reviews of similar length, truncated to ``classifier.max_len``, bf16 autocast where the
-CPU has it, via ``pipeline.runtime.setup``). Reference ("B"): the same model, the same
+256 reviews of similar length, truncated to ``classifier.max_len``, or to the checkpoint's
+``max_len``: whole reviews for a BPT3C classifier, bf16 autocast where the CPU has it, via
+``pipeline.runtime.setup``). Reference ("B"): the same model, the same
 collate/truncation and autocast, but batches taken in the corpus's original order, so each
 batch is padded to its longest review.
 
@@ -19,18 +20,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import REPO, emit, log, median, rounded, timed
 
-from pipeline.batching import Corpus, bucket_batches, collate
-from pipeline.config import RuntimeParams, load_params
-from pipeline.io import read_json
-from pipeline.models import EncoderConfig, RNNClassifier, load_checkpoint
-from pipeline.runtime import Runtime, setup
-from pipeline.tasks import predict_proba
+# importable as benchmarks.bench_inference too (the tests check its arguments in-process)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import REPO, emit, log, median, rounded, timed  # noqa: E402
+from pipeline.batching import Corpus, bucket_batches, collate  # noqa: E402
+from pipeline.config import RuntimeParams, load_params  # noqa: E402
+from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.io import read_json  # noqa: E402
+from pipeline.models import EncoderConfig, RNNClassifier, load_checkpoint  # noqa: E402
+from pipeline.runtime import Runtime, setup  # noqa: E402
+from pipeline.tasks import predict_proba  # noqa: E402
 
 TARGET_SECONDS_25K = 60.0
 IMDB_LOG_MEAN, IMDB_LOG_STD = np.log(270.0) - 0.65**2 / 2, 0.65  # test split: mean 265 tokens
@@ -46,8 +52,8 @@ def synthetic_corpus(count: int, vocab: int, seed: int = 0) -> Corpus:
 
 
 @torch.no_grad()
-def unbucketed_proba(model: torch.nn.Module, corpus: Corpus, batch_size: int, max_len: int,
-                     runtime: Runtime) -> np.ndarray:
+def unbucketed_proba(model: torch.nn.Module, corpus: Corpus, batch_size: int,
+                     max_len: int | None, runtime: Runtime) -> np.ndarray:
     """Class probabilities from batches in corpus order (padded to each batch's longest)."""
     model.eval()
     out: np.ndarray | None = None
@@ -69,48 +75,84 @@ def padded_tokens(lengths: np.ndarray, batches: list[np.ndarray]) -> int:
     return int(sum(len(b) * lengths[b].max() for b in batches))
 
 
-def main() -> None:
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an int in [minimum, maximum], else argparse's one-line usage error
+    (0 reviews, batches or repeats used to fail deep inside with a traceback)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f"at least {minimum}" if maximum is None else f"{minimum} to {maximum}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO / "data" / "vocab",
                         help="vocab stage output with test_*.npy (else synthetic reviews)")
     parser.add_argument("--synthetic", action="store_true", help="use synthetic reviews")
-    parser.add_argument("--n", type=int, default=None,
+    parser.add_argument("--n", type=whole_number(1), default=None,
                         help="reviews (default: all 25,000 test reviews / 25,000 synthetic)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a trained rnn_classifier checkpoint (default: random weights)")
-    parser.add_argument("--batch-size", type=int, default=256, help="as the evaluate stage")
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--repeats", type=int, default=1,
+    parser.add_argument("--batch-size", type=whole_number(1), default=256,
+                        help="as the evaluate stage")
+    # the bounds of runtime.threads in params.yaml, where 0 means one per core
+    parser.add_argument("--threads", type=whole_number(0, 256), default=2,
+                        help="torch intra-op threads (0: one per core)")
+    parser.add_argument("--repeats", type=whole_number(1), default=1,
                         help="interleaved A/B repeats (1 keeps 25k reviews under ~3 min)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1,000 reviews, 1 repeat")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.n, args.repeats = min(args.n or 1_000, 1_000), 1
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; problems with its inputs are one line (exit 1), as in the stages."""
+    args = parse_args(argv)
+    try:
+        benchmark(args)
+    except PipelineError as exc:
+        log(f"error: {exc}")
+        return 1
+    return 0
+
+
+def benchmark(args: argparse.Namespace) -> None:
     params = load_params(REPO / "params.yaml")
     runtime = setup(RuntimeParams(device="cpu", threads=args.threads,
                                   precision=params.runtime.precision, seed=params.runtime.seed))
-    max_len = params.classifier.max_len
     real = not args.synthetic and (args.data / "test_ids.npy").is_file()
     if real:
         corpus = Corpus.load(args.data, "test").subset(args.n)
-        vocab = int(read_json(args.data / "info.json")["vocab_size"])
+        vocab = int(read_json(args.data / "info.json", ("vocab_size",))["vocab_size"])
         source = f"{args.data}/test_*.npy"
     else:
         vocab = params.vocab.max_size
         corpus = synthetic_corpus(args.n or 25_000, vocab)
         source = "synthetic (IMDB-like lengths)"
+    max_len: int | None = params.classifier.max_len
     if args.checkpoint is not None:
         model, blob = load_checkpoint(args.checkpoint, "rnn_classifier", vocab)
-        max_len = int(blob.get("max_len", max_len))
+        # the length the model was trained to read; None (BPT3C): whole reviews, as evaluate
+        max_len = blob.get("max_len", max_len)
     else:
         torch.manual_seed(params.runtime.seed)
         model = RNNClassifier(EncoderConfig(vocab_size=vocab, **params.model.model_dump()), 2)
     model.to(runtime.device).eval()
-    lengths = np.minimum(corpus.lengths, max_len)
-    log(f"{len(corpus):,} reviews from {source}; {lengths.sum():,} tokens after truncation to "
-        f"{max_len}; batch {args.batch_size}; threads {torch.get_num_threads()}, precision "
+    encoder: EncoderConfig = model.encoder.config  # a checkpoint's may differ from params.yaml
+    lengths = corpus.lengths if max_len is None else np.minimum(corpus.lengths, max_len)
+    read = "(whole reviews: no truncation)" if max_len is None else f"after truncation to {max_len}"
+    log(f"{len(corpus):,} reviews from {source}; {lengths.sum():,} tokens {read}; "
+        f"batch {args.batch_size}; threads {torch.get_num_threads()}, precision "
         f"{runtime.describe()['precision']}; {args.repeats} repeat(s)")
 
     runs = {
@@ -148,9 +190,9 @@ def main() -> None:
     emit("inference", {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "config": {"reviews": len(corpus), "source": source, "real_tokens": real_tokens,
-                   "max_len": max_len, "batch_size": args.batch_size, "vocab": vocab,
-                   "cell": params.model.cell, "hidden": params.model.hidden,
-                   "layers": params.model.layers,
+                   "max_len": max_len,  # null: whole reviews (a BPT3C checkpoint)
+                   "batch_size": args.batch_size, "vocab": vocab,
+                   "cell": encoder.cell, "hidden": encoder.hidden, "layers": encoder.layers,
                    "precision": runtime.describe()["precision"],
                    "threads": torch.get_num_threads(), "repeats": args.repeats,
                    "checkpoint": str(args.checkpoint) if args.checkpoint else None,
@@ -169,4 +211,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -299,9 +299,13 @@ def own_files_layout(settings: FilesParams) -> dict:
 def require_columns(present: list[str], columns: Mapping[str, str], shown: str) -> None:
     for column, setting in columns.items():
         if column not in present:
+            other = next((sep for sep in ("\t", ";", "|") if len(present) == 1
+                          and sep in present[0]), None)
+            hint = (f" (the file seems to be separated by {other!r}: a .csv file must be "
+                    "comma-separated)" if other else "")
             raise PipelineError(
                 f"{shown} has no column {column!r} ({setting}); its columns: "
-                + ", ".join(map(repr, present)))
+                + ", ".join(map(repr, present)) + hint)
         if present.count(column) > 1:  # pandas would quietly take the first
             raise PipelineError(f"{shown} has {present.count(column)} columns named {column!r}"
                                 f" ({setting}): rename all but one")
@@ -339,19 +343,39 @@ def read_table(path: Path, columns: Mapping[str, str], shown: str) -> pd.DataFra
     return frame[list(columns)].reset_index(drop=True)
 
 
-def cell_text(values: pd.Series) -> pd.Series:
-    """Cells as strings; a missing cell (Parquet null or NaN) as the empty string."""
-    return values.map(lambda v: "" if v is None or v != v else str(v))
+def cell_text(values: pd.Series, shown: str, column: str) -> pd.Series:
+    """Cells as strings; a missing cell (Parquet null or NaN) as the empty string; bytes
+    (a Parquet binary column) decoded as UTF-8, not written out as ``"b'...'"``."""
+    def text(row: int, value: object) -> str:
+        if value is None or value != value:
+            return ""
+        if isinstance(value, (bytes, bytearray)):
+            try:
+                return bytes(value).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise PipelineError(f"{shown}: column {column!r}, data row {row} is not UTF-8 "
+                                    f"text (byte {exc.start}): save it as UTF-8") from None
+        return str(value)
+
+    return pd.Series([text(row, value) for row, value in enumerate(values, start=1)],
+                     index=values.index, dtype=object)
+
+
+# how spreadsheets, R and pandas write a missing value: a label like this is not a class
+MISSING_LABELS = {"na", "n/a", "#n/a", "nan", "null", "none", "<na>"}
 
 
 def label_strings(values: pd.Series, shown: str, column: str) -> pd.Series:
     """Labels as stripped strings (Parquet ints too); a missing label is an error."""
-    labels = cell_text(values).str.strip()
-    empty = labels == ""
-    if empty.any():
-        row = int(empty.to_numpy().argmax()) + 1
-        raise PipelineError(f"{shown}: data row {row} has no label in column {column!r}"
-                            f" ({int(empty.sum())} row(s) without a label)")
+    labels = cell_text(values, shown, column).str.strip()
+    for missing, what in ((labels == "", "no label"),
+                          (labels.str.lower().isin(MISSING_LABELS), "a missing-value label")):
+        if missing.any():
+            row = int(missing.to_numpy().argmax()) + 1
+            found = "" if what == "no label" else f" ({labels[missing].iloc[0]!r})"
+            raise PipelineError(f"{shown}: data row {row} has {what}{found} in column "
+                                f"{column!r} ({int(missing.sum())} row(s) like it): fill in "
+                                "the labels or drop those rows")
     return labels
 
 
@@ -373,7 +397,7 @@ def read_own_files(raw_dir: Path) -> RawSplits:
         frame = read_table(raw_dir / entry["name"], columns, entry["origin"])
         labels = label_strings(frame[label_col], entry["origin"], label_col)
         table = pd.DataFrame({"id": [f"{split}/{i}" for i in range(1, len(frame) + 1)],
-                              "text": cell_text(frame[text_col])})
+                              "text": cell_text(frame[text_col], entry["origin"], text_col)})
         return table, labels
 
     raw = {split: labeled(split) for split in ("train", "valid", "test") if layout[split]}
@@ -396,7 +420,7 @@ def read_own_files(raw_dir: Path) -> RawSplits:
             texts = [line for _, line in text_lines(path, entry["origin"])]
         else:
             frame = read_table(path, {text_col: "data.files.text_column"}, entry["origin"])
-            texts = cell_text(frame[text_col]).tolist()
+            texts = cell_text(frame[text_col], entry["origin"], text_col).tolist()
         unlabeled.append(pd.DataFrame({"id": [f"unlabeled-{i}/{n}"
                                               for n in range(1, len(texts) + 1)],
                                        "text": texts}))

@@ -9,6 +9,7 @@ instead of slipping into a dashboard nobody reads. Checks:
   the accepted results: reports/metrics.json committed at ``--accepted-rev`` (default main)
   or the file ``--accepted``. Results on other data than the accepted ones are not compared
   number by number: a full run on different data fails, a capped run skips the comparison;
+  a metric undefined (NaN) in both runs is skipped, NaN against a number fails;
 - rnn_pretrained beats bag_of_embeddings by ``gate.min_pretrained_gain`` (full runs only).
 
 Exit status: 0 every gate passed, 1 a gate failed, 2 the gates could not be checked.
@@ -166,20 +167,40 @@ def accepted_at_rev(rev: str, metrics_path: Path) -> Accepted:
     return Accepted(source, parse_metrics(shown.stdout, source))
 
 
+def json_type(value: object) -> str:
+    """The JSON name of a parsed value's type, for messages about hand-edited files."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
 def metric(data: dict, variant: str, name: str, source: str) -> float:
-    """One test metric of one variant, or a PipelineError naming exactly what is missing."""
-    entry = data["classifiers"].get(variant)
-    if not isinstance(entry, dict):
-        present = ", ".join(sorted(data["classifiers"])) or "none"
+    """One test metric of one variant, or a PipelineError naming exactly what is wrong.
+
+    NaN is allowed (the evaluate stage writes it for ROC-AUC on one class); anything else
+    outside [0, 1] cannot be an accuracy, F1 or AUC, so the file is malformed."""
+    classifiers = data["classifiers"]
+    if variant not in classifiers:
+        present = ", ".join(sorted(classifiers)) or "none"
         raise PipelineError(f"{source}: variant {variant!r} is missing (present: {present})")
+    entry = classifiers[variant]
+    if not isinstance(entry, dict):
+        raise PipelineError(f"{source}: classifiers.{variant} is not an object "
+                            f"(got {json_type(entry)})")
     test = entry.get("test")
-    value = test.get(name) if isinstance(test, dict) else None
+    if test is not None and not isinstance(test, dict):
+        raise PipelineError(f"{source}: classifiers.{variant}.test is not an object "
+                            f"(got {json_type(test)})")
+    value = None if test is None else test.get(name)
     key = f"classifiers.{variant}.test.{name}"
     if value is None:
         raise PipelineError(f"{source}: {key} is missing")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PipelineError(f"{source}: {key} must be a number, got {value!r}")
-    return float(value)
+    value = float(value)
+    if not math.isnan(value) and not 0.0 <= value <= 1.0:
+        raise PipelineError(f"{source}: {key} must be a fraction between 0 and 1, got {value!r}")
+    return value
 
 
 def dataset(data: dict, source: str) -> dict:
@@ -238,6 +259,12 @@ def drop_checks(current: dict, accepted: Accepted | None, gate: GateParams, quic
         for name in gate.drop_metrics:
             value = metric(current, variant, name, source)
             before = metric(accepted.metrics, variant, name, accepted.source)
+            if math.isnan(value) and math.isnan(before):
+                # e.g. ROC-AUC on a test set without one of the classes: nothing regressed
+                checks.append(Check(variant, f"{name} vs accepted", fmt(value), fmt(before),
+                                    DASH, "SKIP", "not defined in either run (NaN in both, "
+                                    "e.g. ROC-AUC on a test set lacking a class)"))
+                continue
             limit = before - gate.max_drop_vs_accepted
             checks.append(Check(variant, f"{name} vs accepted", fmt(value), fmt(before),
                                 f">= {fmt(limit)}", at_least(value, limit)))

@@ -41,11 +41,17 @@ def read_texts(path: Path) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
-def lowercase_setting(params_path: Path) -> bool:
-    """``tokenize.lowercase`` of params.yaml: the models were trained on text cased this way."""
+def lowercase_setting(params_path: Path | None) -> bool:
+    """``tokenize.lowercase`` of params.yaml: the models were trained on text cased this way.
+    Without ``--params``, ./params.yaml if there is one, else lowercase (the default); a
+    ``--params`` file that does not exist is an error, not quietly the default."""
     from pipeline.config import load_params
 
-    return load_params(params_path).tokenize.lowercase if params_path.is_file() else True
+    if params_path is None:
+        params_path = Path("params.yaml")
+        if not params_path.is_file():
+            return True
+    return load_params(params_path).tokenize.lowercase
 
 
 def predict(texts: list[str], args: argparse.Namespace) -> pd.DataFrame:
@@ -55,7 +61,7 @@ def predict(texts: list[str], args: argparse.Namespace) -> pd.DataFrame:
         from pipeline import tracking
 
         if args.model_uri.split(":", 1)[0] in ("models", "runs"):
-            tracking.connect()  # registry / run URIs resolve through the tracking store
+            tracking.connect(existing=True)  # registry / run URIs resolve through it
         try:
             model = mlflow.pyfunc.load_model(args.model_uri)
         except Exception as exc:
@@ -65,7 +71,7 @@ def predict(texts: list[str], args: argparse.Namespace) -> pd.DataFrame:
     from pipeline.serving import TextClassifier
 
     classifier = TextClassifier.from_files(args.model, args.vocab,
-                                           lowercase_setting(Path(args.params)))
+                                           lowercase_setting(args.params))
     return classifier.predict(texts)
 
 
@@ -78,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="classifier checkpoint written by the train stage")
     parser.add_argument("--vocab", default="data/vocab/vocab.json",
                         help="the vocabulary the checkpoint was trained with")
-    parser.add_argument("--params", default="params.yaml",
-                        help="read tokenize.lowercase from here (default: lowercase)")
+    parser.add_argument("--params", type=Path,
+                        help="read tokenize.lowercase from here (default: ./params.yaml if "
+                        "present, else lowercase)")
     parser.add_argument("--model-uri", help="an MLflow model instead of --model, e.g. "
                         "models:/<name>@champion or runs:/<run id>/model")
     args = parser.parse_args(argv)

@@ -50,6 +50,11 @@ from pipeline.serving import ReviewClassifierModel
 
 set_model(ReviewClassifierModel())
 """
+# Reading a long text's start and end only: generous characters per token (English
+# averages ~5 with the space), and tokens next to a cut that may differ from the whole
+# text's (spaCy's special cases can look across one space), left out of what is kept.
+CHARS_PER_TOKEN = 16
+CUT_MARGIN = 16
 # what the MLflow model needs at load time (the code itself travels with it)
 REQUIREMENTS = ("mlflow", "torch", "spacy", "numpy", "pandas", "pydantic", "pyyaml")
 
@@ -84,6 +89,44 @@ class TextClassifier:
         max_len = None if blob["max_len"] is None else int(blob["max_len"])
         return cls(model, vocab, [str(n) for n in blob["label_names"]], max_len, lowercase)
 
+    def _ids(self, texts: list[str]) -> list[np.ndarray]:
+        return [self.vocab.encode(tokens)
+                for batch in tokenize(texts, lowercase=self.lowercase, workers=1)
+                for tokens in batch]
+
+    def encode(self, texts: list[str]) -> list[np.ndarray]:
+        """Token ids of cleaned texts. With ``max_len`` the classifier reads only a text's
+        first quarter and last three quarters of ``max_len`` tokens (batching.truncate), so
+        of a far longer text only its start and end are tokenized, cut at spaces: the same
+        ids, without spending a minute on a megabyte-long request."""
+        if self.max_len is None:
+            return self._ids(texts)
+        head = self.max_len // 4
+        tail = self.max_len - head
+        encoded: list[np.ndarray | None] = [None] * len(texts)
+        todo = list(range(len(texts)))
+        chars = (self.max_len + 2 * CUT_MARGIN) * CHARS_PER_TOKEN
+        while todo:
+            cuts = {i: (texts[i].rfind(" ", 0, chars), texts[i].find(" ", len(texts[i]) - chars))
+                    for i in todo if len(texts[i]) > 2 * chars}
+            cuts = {i: cut for i, cut in cuts.items() if min(cut) > 0}  # else: no space to cut
+            whole = [i for i in todo if i not in cuts]
+            for i, ids in zip(whole, self._ids([texts[i] for i in whole]), strict=True):
+                encoded[i] = ids
+            long = list(cuts)
+            pieces = self._ids([texts[i][:cuts[i][0]] for i in long]
+                               + [texts[i][cuts[i][1] + 1:] for i in long])
+            todo = []
+            for k, i in enumerate(long):
+                start, end = pieces[k], pieces[len(long) + k]
+                if len(start) >= head + CUT_MARGIN and len(end) >= tail + CUT_MARGIN:
+                    encoded[i] = np.concatenate([start[:head], end[len(end) - tail:]])
+                else:  # too few tokens in that many characters: read more of the text
+                    todo.append(i)
+            chars *= 4
+        assert all(ids is not None for ids in encoded)
+        return encoded  # type: ignore[return-value]
+
     def columns(self) -> list[str]:
         return ["label", "probability", *[f"prob_{name}" for name in self.label_names]]
 
@@ -92,10 +135,7 @@ class TextClassifier:
         if len(texts) == 0:
             return pd.DataFrame({c: pd.Series(dtype=object if c == "label" else np.float64)
                                  for c in self.columns()})
-        cleaned = [clean_text(text) for text in texts]
-        encoded = [self.vocab.encode(tokens)
-                   for batch in tokenize(cleaned, lowercase=self.lowercase, workers=1)
-                   for tokens in batch]
+        encoded = self.encode([clean_text(text) for text in texts])
         offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum([len(ids) for ids in encoded], out=offsets[1:])
         corpus = Corpus(np.concatenate(encoded).astype(np.int32), offsets, None)
@@ -131,7 +171,7 @@ def as_texts(model_input: Any) -> list[str]:
 
 
 class ReviewClassifierModel(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc: DataFrame with a ``text`` column (or a list of strings) -> predictions.
+    """MLflow pyfunc: a DataFrame (or dict) with a ``text`` column -> predictions.
 
     Logged as "models from code" (a three-line script that imports this class), so
     nothing is pickled: :meth:`load_context` rebuilds the network from the checkpoint's

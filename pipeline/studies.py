@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import tempfile
 import time
@@ -45,8 +46,20 @@ OUT = Path("reports/studies")
 # report title)
 COST_STUDIES = {"pretraining_budget": ("budget", "Pretraining budget"),
                 "full_configuration": ("full", "Full configuration")}
+# study (params.yaml key) -> experiment name prefix: each point runs as <prefix>-<point>
+PREFIXES = {"learning_curve": "lc", "ablation": "ablation",
+            **{study: prefix for study, (prefix, _) in COST_STUDIES.items()}}
 METRICS = "reports/metrics.json"
 ENSEMBLE = "reports/ensemble.json"
+WORKSPACE = "the workspace"  # read_results' ``where`` for the main run's files
+# what the reports read from each run's JSON (dotted paths), so a report from an older
+# version or edited by hand is named instead of a KeyError halfway through a report
+METRICS_KEYS = ("classifiers", "lm.tokens", "lm.valid_perplexity")
+ENSEMBLE_KEYS = ("classifiers",)
+CLASSIFIER_KEYS = ("test.accuracy", "test.accuracy_ci95", "train_examples", "train_seconds")
+# experiment names DVC takes: git ref names (git-check-ref-format) without "/"; narrower
+# than git's rule (ASCII letters, digits, ".", "_", "-"), so whatever passes here passes there
+EXP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def dvc(*args: str) -> str:
@@ -72,18 +85,32 @@ def overrides(point: StudyPoint) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in point.set.items()]
 
 
-def study_points(params: Params, study: str) -> dict[str, StudyPoint]:
+def check_exp_name(name: str) -> bool:
+    """Whether DVC takes ``name`` as an experiment name (``dvc exp run -n``)."""
+    return (EXP_NAME.fullmatch(name) is not None and ".." not in name
+            and not name.endswith((".lock", ".")))
+
+
+def study_points(params: Params, study: str, source: str = "params.yaml"
+                 ) -> dict[str, StudyPoint]:
     """A study's points with everything each sets: ``studies.common``, then (ablation
-    only) the base point's overrides, then the point's own, later ones winning."""
+    only) the base point's overrides, then the point's own, later ones winning. Every
+    point is checked here, before anything is queued; ``source`` names the settings file."""
     points: dict[str, StudyPoint] = getattr(params.studies, study)
     if not points:
-        raise PipelineError(f"params.yaml has no points in studies.{study}")
+        raise PipelineError(f"{source} has no points in studies.{study}")
+    for name in points:  # DVC would refuse it after the points before it were queued
+        if not check_exp_name(f"{PREFIXES[study]}-{name}"):
+            raise PipelineError(
+                f"{source} studies.{study}.{name}: the experiment name "
+                f"{PREFIXES[study]}-{name} is not one DVC takes: use letters, digits, '.', "
+                "'_' and '-' (no spaces, no '..', not ending in '.' or '.lock')")
     base = next(iter(points.values())).set if study == "ablation" else {}
     merged = {name: StudyPoint(set=params.studies.common | base | point.set,
                                description=point.description)
               for name, point in points.items()}
     for name, point in merged.items():  # a misspelt key fails now, not an hour into the queue
-        with_overrides(params, point.set, f"params.yaml studies.{study}.{name}")
+        with_overrides(params, point.set, f"{source} studies.{study}.{name}")
     return merged
 
 
@@ -193,17 +220,53 @@ def workspace_file(path: str) -> str | None:
     return Path(path).read_text(encoding="utf-8") if Path(path).is_file() else None
 
 
-def read_results(read: Callable[[str], str | None]) -> dict | None:
+def lacks(data: object, dotted: str) -> bool:
+    """Whether ``data`` has no value at the dotted key path."""
+    for key in dotted.split("."):
+        if not isinstance(data, dict) or key not in data:
+            return True
+        data = data[key]
+    return False
+
+
+def parse_report(text: str, path: str, where: str, keys: tuple[str, ...]) -> dict:
+    """A run's JSON report, read from ``where`` (an experiment's commit or the workspace):
+    like io.read_json, damaged or lacking a key it is a PipelineError naming the file, the
+    run and the key, not a traceback."""
+    fix = ("delete it and run dvc repro" if where == WORKSPACE
+           else "run the study again (without --report-only)")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PipelineError(f"{path} of {where} is not valid JSON ({exc}): {fix}") from exc
+    missing = [key for key in keys if lacks(data, key)]
+    classifiers = data.get("classifiers") if isinstance(data, dict) else None
+    if isinstance(classifiers, dict):  # every variant's entry, as rows() reads them
+        missing += [f"classifiers.{variant}.{key}" for variant, entry in classifiers.items()
+                    for key in CLASSIFIER_KEYS if lacks(entry, key)]
+    if missing:
+        raise PipelineError(f"{path} of {where} lacks {', '.join(map(repr, missing))}: {fix}")
+    return data
+
+
+def read_results(read: Callable[[str], str | None], where: str = WORKSPACE) -> dict | None:
     """metrics.json of one run, plus reports/ensemble.json's results when that run had the
-    ensemble switched on (its params.yaml ensemble.directions)."""
+    ensemble switched on (its params.yaml ensemble.directions); ``where`` names the run
+    (``experiment <name>`` or the workspace) in errors."""
     text = read(METRICS)
     if text is None:
         return None
-    metrics = json.loads(text)
-    params = yaml.safe_load(read("params.yaml") or "{}") or {}
-    ensemble = read(ENSEMBLE) if (params.get("ensemble") or {}).get("directions") else None
+    metrics = parse_report(text, METRICS, where, METRICS_KEYS)
+    try:
+        params = yaml.safe_load(read("params.yaml") or "{}") or {}
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"params.yaml of {where} is not valid YAML: {exc}") from exc
+    ensemble_on = isinstance(params, dict) and isinstance(params.get("ensemble"), dict) and (
+        params["ensemble"].get("directions"))
+    ensemble = read(ENSEMBLE) if ensemble_on else None
     if ensemble is not None:
-        metrics["classifiers"].update(json.loads(ensemble)["classifiers"])
+        metrics["classifiers"].update(
+            parse_report(ensemble, ENSEMBLE, where, ENSEMBLE_KEYS)["classifiers"])
     return metrics
 
 
@@ -216,7 +279,8 @@ def collect(prefix: str, names: list[str]) -> dict[str, dict]:
         rev = revs.get(f"{prefix}-{name}")
         if rev is None:
             continue
-        metrics = read_results(lambda path, rev=rev: git_file(rev, path))
+        metrics = read_results(lambda path, rev=rev: git_file(rev, path),
+                               f"experiment {prefix}-{name}")
         if metrics is not None:
             found[name] = metrics
     missing = [n for n in names if n not in found]
@@ -244,8 +308,8 @@ def write_table(frame: pd.DataFrame, stem: str, markdown: str) -> None:
     print(markdown)
 
 
-def learning_curve_report(params: Params) -> pd.DataFrame:
-    points = study_points(params, "learning_curve")
+def learning_curve_report(params: Params, source: str = "params.yaml") -> pd.DataFrame:
+    points = study_points(params, "learning_curve", source)
     results = collect("lc", list(points))
     table = [row | {"point": name} for name, metrics in results.items() for row in rows(metrics)]
     workspace = read_results(workspace_file)
@@ -264,7 +328,7 @@ def learning_curve_report(params: Params) -> pd.DataFrame:
         cells = {r.variant: f"{100 * r.accuracy:.2f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]"
                  for r in row.itertuples()}
         lines.append(f"| {n:,} | " + " | ".join(cells.get(v, "—") for v in variants) + " |")
-    lines += ["", "Each row is one `dvc exp run` (`lc-<point>`, params in params.yaml "
+    lines += ["", f"Each row is one `dvc exp run` (`lc-<point>`, params in {source} "
               "`studies.learning_curve`); brackets: 95% bootstrap interval over the test set. "
               "The language model is the same for every row (all unlabeled and training text).",
               "Made by `python -m pipeline.studies learning-curve`."]
@@ -275,8 +339,8 @@ def learning_curve_report(params: Params) -> pd.DataFrame:
     return frame
 
 
-def ablation_report(params: Params) -> pd.DataFrame:
-    points = study_points(params, "ablation")
+def ablation_report(params: Params, source: str = "params.yaml") -> pd.DataFrame:
+    points = study_points(params, "ablation", source)
     results = collect("ablation", list(points))
     base_name = next(iter(points))
     base = {r["variant"]: r for r in rows(results[base_name])}
@@ -285,7 +349,10 @@ def ablation_report(params: Params) -> pd.DataFrame:
         for row in rows(results[name]):
             if name != base_name and not row["variant"].startswith("rnn_pretrained"):
                 continue  # each ablation changes the pretrained model; baselines come from base
-            delta = row["accuracy"] - base[row["variant"]]["accuracy"]  # same variant in base
+            # against the same variant in the base; one the base lacks (a point that
+            # switches the ensemble on adds the backward RNN and the ensemble) gets none
+            in_base = base.get(row["variant"])
+            delta = float("nan") if in_base is None else row["accuracy"] - in_base["accuracy"]
             table.append(row | {"point": name, "description": point.description,
                                 "delta_vs_base": delta, "set": " ".join(overrides(point))})
     frame = pd.DataFrame(table)
@@ -294,23 +361,24 @@ def ablation_report(params: Params) -> pd.DataFrame:
              "| experiment | change | variant | test accuracy % [95% CI] | Δ vs base (points) |",
              "|---|---|---|---|---|"]
     for r in frame.itertuples():
+        delta = "—" if pd.isna(r.delta_vs_base) else f"{100 * r.delta_vs_base:+.2f}"
         lines.append(f"| {r.point} | {r.description} | {r.variant} | {100 * r.accuracy:.2f} "
-                     f"[{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}] | "
-                     f"{100 * r.delta_vs_base:+.2f} |")
+                     f"[{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}] | {delta} |")
     lines += ["", f"Every row: the same data split, vocabulary and seed; "
               f"{base['rnn_pretrained']['train_examples']:,} labeled training examples. "
               "Rows other than the base list only the pretrained RNNs (forward, backward, "
-              "their ensemble), each compared with the same variant in the base; the base "
-              "lists every variant of the same run (rnn_scratch = no pretraining).",
-              "Made by `python -m pipeline.studies ablation` (params.yaml `studies.ablation`)."]
+              "their ensemble), each compared with the same variant in the base (— where the base "
+              "has none); the base lists every variant of the same run (rnn_scratch = no "
+              "pretraining).",
+              f"Made by `python -m pipeline.studies ablation` ({source} `studies.ablation`)."]
     write_table(frame, "ablation", "\n".join(lines) + "\n")
     return frame
 
 
-def cost_report(params: Params, study: str) -> pd.DataFrame:
+def cost_report(params: Params, study: str, source: str = "params.yaml") -> pd.DataFrame:
     """Test accuracy vs training time of each point of a cost study (the pretraining budget
     or the full configuration) next to the main run: reports/studies/<study>.{csv,md,png}."""
-    points = study_points(params, study)
+    points = study_points(params, study, source)
     prefix, title = COST_STUDIES[study]
     results: dict[str, dict] = {}
     workspace = read_results(workspace_file)
@@ -348,30 +416,38 @@ def cost_report(params: Params, study: str) -> pd.DataFrame:
     return frame
 
 
+def positive_int(text: str) -> int:
+    """--jobs: 0 would queue every point and start no worker (``dvc queue start -j 0``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", choices=["learning-curve", "ablation",
                                           *(key.replace("_", "-") for key in COST_STUDIES)])
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once")
+    parser.add_argument("--jobs", type=positive_int, default=1,
+                        help="experiments run at once (at least 1)")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild the report from experiments that already ran")
     args = parser.parse_args()
     params = load_params(args.params)
-    if args.study == "learning-curve":
-        if not args.report_only:
-            queue(study_points(params, "learning_curve"), "lc", args.jobs)
-        learning_curve_report(params)
-    elif args.study == "ablation":
-        if not args.report_only:
-            queue(study_points(params, "ablation"), "ablation", args.jobs)
-        ablation_report(params)
+    study = args.study.replace("-", "_")
+    if not args.report_only:
+        queue(study_points(params, study, args.params), PREFIXES[study], args.jobs)
+    if study == "learning_curve":
+        learning_curve_report(params, args.params)
+    elif study == "ablation":
+        ablation_report(params, args.params)
     else:
-        study = args.study.replace("-", "_")
-        if not args.report_only:
-            queue(study_points(params, study), COST_STUDIES[study][0], args.jobs)
-        cost_report(params, study)
+        cost_report(params, study, args.params)
 
 
 if __name__ == "__main__":

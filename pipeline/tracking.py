@@ -70,13 +70,27 @@ def git_commit(root: Path) -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def connect() -> str:
-    """Point MLflow at the tracking store and check it answers, before any training."""
+def connect(existing: bool = False) -> str:
+    """Point MLflow at the tracking store and check it answers, before any training.
+
+    ``existing``: only reading from it (a registered model): a local SQLite store that
+    does not exist is an error, not a new empty one in the current folder.
+    """
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     import mlflow
 
     uri = tracking_uri()
+    if "://" not in uri and uri != "databricks":  # "host:5000" would be read as a scheme
+        raise PipelineError(f"MLFLOW_TRACKING_URI={uri!r} has no scheme: use "
+                            "http://<host>:<port> for a tracking server or sqlite:///<path> "
+                            "for a local store")
+    if existing and is_local_sqlite(uri):
+        database = Path(uri.removeprefix("sqlite:///"))
+        if not database.is_file():
+            raise PipelineError(f"no MLflow tracking store at {database}: run the pipeline "
+                                "there first, or set MLFLOW_TRACKING_URI to the store that "
+                                "holds the model")
     mlflow.set_tracking_uri(uri)
     lock_path = main_repo_root() / ".mlflow.lock" if is_local_sqlite(uri) else None
     try:

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -218,6 +220,17 @@ def test_integer_labels_keep_numeric_order(tmp_path: Path) -> None:
     assert splits.test["label"].tolist() == [2]
 
 
+def test_binary_parquet_text_is_decoded(tmp_path: Path) -> None:
+    """Text stored as a Parquet binary column is UTF-8 text, not "b'...'" strings."""
+    test = tmp_path / "test.parquet"
+    pq.write_table(pa.table({"text": pa.array(["café au lait".encode()], pa.binary()),
+                             "label": ["a"]}), test)
+    train = write_csv(tmp_path / "train.csv", [{"text": "x", "label": "a"},
+                                               {"text": "y", "label": "b"}])
+    splits = read_own_files(own_fetch(tmp_path, train=train, test=str(test)))
+    assert splits.test["text"].tolist() == ["café au lait"]
+
+
 BadCase = Callable[[Path], dict]
 
 
@@ -278,6 +291,23 @@ def repeated_column(tmp: Path) -> dict:
     return {**good(tmp, "train"), "train": str(tmp / "train.csv")}
 
 
+def binary_not_utf8(tmp: Path) -> dict:
+    pq.write_table(pa.table({"text": pa.array([b"fine", b"caf\xe9"], pa.binary()),
+                             "label": ["a", "a"]}), tmp / "train.parquet")
+    return {**good(tmp, "train"), "train": str(tmp / "train.parquet")}
+
+
+def missing_value_label(tmp: Path) -> dict:
+    # R and spreadsheets write a missing value as NA: it is not a third class
+    (tmp / "train.csv").write_text("text,label\nfine,a\nbad,b\nunsure,NA\nmeh,NA\n")
+    return {**good(tmp, "train"), "train": str(tmp / "train.csv")}
+
+
+def tab_separated(tmp: Path) -> dict:
+    (tmp / "train.csv").write_text("text\tlabel\nfine\ta\n")
+    return {**good(tmp, "train"), "train": str(tmp / "train.csv")}
+
+
 def missing_file(tmp: Path) -> dict:
     return {**good(tmp, "test"), "test": str(tmp / "nowhere" / "test.csv")}
 
@@ -300,6 +330,11 @@ def folder_not_file(tmp: Path) -> dict:
     (not_parquet, r"test.parquet is not a readable Parquet file"),
     (missing_label, r"train.csv: data row 2 has no label in column 'label'"),
     (repeated_column, r"train.csv has 2 columns named 'text' \(data.files.text_column\)"),
+    (binary_not_utf8, r"train.parquet: column 'text', data row 2 is not UTF-8 text"),
+    (missing_value_label, r"train.csv: data row 3 has a missing-value label \('NA'\) in column "
+                          r"'label' \(2 row\(s\) like it\)"),
+    (tab_separated, r"train.csv has no column 'text' .* \(the file seems to be separated by "
+                    r"'\\t': a .csv file must be comma-separated\)"),
     (missing_file, r"data.files.test: file not found: .*nowhere/test.csv"),
     (folder_not_file, r"data.files.test: is a folder, not a file: .*test.csv"),
 ])

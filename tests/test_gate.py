@@ -156,6 +156,59 @@ def test_nan_metric_fails(project: Path) -> None:
     assert row(result.stdout, "rnn_scratch", "accuracy")[2:] == ["nan", "—", ">= 0.8000", "FAIL"]
 
 
+def test_metric_undefined_in_both_runs_is_skipped(project: Path) -> None:
+    # ROC-AUC is NaN when the test set lacks a class: an unchanged run must not fail for ever
+    write_params(project, {**GATE, "drop_metrics": ["accuracy", "roc_auc"]})
+    accepted, current = metrics(GOOD), metrics(GOOD)
+    for data in (accepted, current):
+        data["classifiers"]["rnn_scratch"]["test"]["roc_auc"] = float("nan")
+    write_json(project / "accepted.json", accepted)
+    write_json(project / "reports/metrics.json", current)
+    result = gate(project, "--accepted", "accepted.json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert row(result.stdout, "rnn_scratch", "roc_auc vs accepted")[2:] == [
+        "nan", "nan", "—", "SKIP"]
+    assert "rnn_scratch roc_auc vs accepted: not defined in either run" in result.stdout
+    assert row(result.stdout, "rnn_pretrained", "roc_auc vs accepted")[-1] == "PASS"
+    # NaN now against a number before is still a regression
+    current["classifiers"]["rnn_pretrained"]["test"]["roc_auc"] = float("nan")
+    write_json(project / "reports/metrics.json", current)
+    result = gate(project, "--accepted", "accepted.json")
+    assert result.returncode == 1
+    assert row(result.stdout, "rnn_pretrained", "roc_auc vs accepted")[2:] == [
+        "nan", "0.9500", ">= 0.9400", "FAIL"]
+
+
+@pytest.mark.parametrize(("variant", "name", "value", "shown"), [
+    ("bag_of_embeddings", "accuracy", float("inf"), "inf"),
+    ("bag_of_embeddings", "accuracy", 87.0, "87.0"),  # a percentage, not a fraction
+    ("rnn_scratch", "accuracy", -5, "-5.0"),
+    ("rnn_pretrained", "macro_f1", 1.2, "1.2"),
+])
+def test_metric_outside_zero_one_is_malformed(project: Path, variant: str, name: str,
+                                              value: float, shown: str) -> None:
+    write_params(project, {**GATE, "drop_metrics": ["accuracy", "macro_f1"]})
+    accepted = write_json(project / "accepted.json", metrics(GOOD))
+    current = metrics(GOOD)
+    current["classifiers"][variant]["test"][name] = value
+    write_json(project / "reports/metrics.json", current)  # json writes inf as Infinity
+    result = gate(project, "--accepted", str(accepted))
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.strip() == (
+        f"[gate] error: reports/metrics.json: classifiers.{variant}.test.{name} must be a "
+        f"fraction between 0 and 1, got {shown}")
+
+
+def test_accepted_metric_outside_zero_one_is_malformed(project: Path) -> None:
+    write_json(project / "reports/metrics.json", metrics(GOOD))
+    write_json(project / "accepted.json", metrics({**GOOD, "rnn_scratch": 86.0}))
+    result = gate(project, "--accepted", "accepted.json")
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.strip() == (
+        "[gate] error: accepted.json: classifiers.rnn_scratch.test.accuracy must be a "
+        "fraction between 0 and 1, got 86.0")
+
+
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda m: m["classifiers"]["rnn_scratch"]["test"].pop("accuracy"),
      "reports/metrics.json: classifiers.rnn_scratch.test.accuracy is missing"),
@@ -168,6 +221,11 @@ def test_nan_metric_fails(project: Path) -> None:
     (lambda m: m.pop("classifiers"),
      "reports/metrics.json: expected an object with a 'classifiers' mapping (the schema written "
      "by the evaluate stage)"),
+    # present but of the wrong type: not called missing
+    (lambda m: m["classifiers"].update(rnn_scratch=[0.86]),
+     "reports/metrics.json: classifiers.rnn_scratch is not an object (got an array)"),
+    (lambda m: m["classifiers"]["rnn_scratch"].update(test=[0.86]),
+     "reports/metrics.json: classifiers.rnn_scratch.test is not an object (got an array)"),
 ])
 def test_missing_or_bad_metric_is_one_clear_error(project: Path, mutate, message: str) -> None:
     current = metrics(GOOD)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -86,6 +87,151 @@ def test_every_study_point_in_params_yaml_is_valid() -> None:
     params = load_params(Path(__file__).parents[1] / "params.yaml")
     for study in ("learning_curve", "ablation", "pretraining_budget", "full_configuration"):
         assert study_points(params, study)  # validates each point's overrides, or raises
+
+
+PARAMS = Path(__file__).parents[1] / "params.yaml"
+
+
+def settings_with_studies(path: Path, studies: dict) -> Path:
+    """A copy of params.yaml at ``path`` with these study points (replacing the real ones)."""
+    raw = yaml.safe_load(PARAMS.read_text())
+    raw["studies"] = studies
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def run_studies_main(monkeypatch: pytest.MonkeyPatch, *argv: str) -> list[str]:
+    """``python -m pipeline.studies ARGV`` in this process, with queueing replaced by a
+    record of what would have been queued: a test's failure must not start DVC."""
+    queued: list[str] = []
+    monkeypatch.setattr(pipeline.studies, "queue",
+                        lambda points, prefix, jobs: queued.extend(points))
+    monkeypatch.setattr(sys, "argv", ["studies", *argv])
+    pipeline.studies.main()
+    return queued
+
+
+def fake_metrics(accuracies: dict[str, float], train_examples: int = 16) -> dict:
+    """reports/metrics.json with what the reports read, one classifier per variant."""
+    return {"lm": {"tokens": 1000, "valid_perplexity": 99.0},
+            "classifiers": {variant: {
+                "test": {"accuracy": accuracy, "accuracy_ci95": [accuracy - 0.01, accuracy + 0.01]},
+                "train_examples": train_examples, "train_seconds": 1.0,
+                "total_train_seconds": 2.0} for variant, accuracy in accuracies.items()}}
+
+
+def test_ablation_variant_the_base_lacks_gets_no_delta(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A point switching the ensemble on adds rnn_pretrained_backward and the ensemble,
+    which the base never ran: no delta for them (was a KeyError after the whole queue)."""
+    studies = StudiesParams(ablation={
+        "base": StudyPoint(set={"ensemble.directions": []}),
+        "with_backward": StudyPoint(set={"ensemble.directions": ["backward"]},
+                                    description="backward LM + ensemble")})
+    params = load_params(PARAMS).model_copy(update={"studies": studies})
+    base = dict.fromkeys(VARIANTS, 0.75)
+    results = {"base": fake_metrics(base),
+               "with_backward": fake_metrics(base | {"rnn_pretrained": 0.8,
+                                                     "rnn_pretrained_backward": 0.78,
+                                                     "rnn_pretrained_ensemble": 0.82})}
+    monkeypatch.setattr(pipeline.studies, "collect", lambda prefix, names: results)
+    monkeypatch.setattr(pipeline.studies, "OUT", tmp_path)
+    pipeline.studies.ablation_report(params)
+    table = pd.read_csv(tmp_path / "ablation.csv")
+    changed = table[table.point == "with_backward"].set_index("variant").delta_vs_base
+    assert changed["rnn_pretrained"] == pytest.approx(0.05)
+    assert changed[["rnn_pretrained_backward", "rnn_pretrained_ensemble"]].isna().all()
+    markdown = (tmp_path / "ablation.md").read_text()
+    assert "| rnn_pretrained | 80.00 [79.0, 81.0] | +5.00 |" in markdown
+    assert "| rnn_pretrained_backward | 78.00 [77.0, 79.0] | — |" in markdown
+
+
+def test_damaged_or_incomplete_reports_are_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A damaged metrics.json or ensemble.json, or one lacking a key the reports read, is a
+    PipelineError naming the file and the run (was a JSONDecodeError or KeyError)."""
+    good = json.dumps(fake_metrics(dict.fromkeys(VARIANTS, 0.75)))
+    files = {"reports/metrics.json": '{"classifiers": ', "params.yaml": ""}
+    revs = {"lc-n8": "abc123"}
+    monkeypatch.setattr(pipeline.studies, "experiment_revs", lambda: revs)
+    monkeypatch.setattr(pipeline.studies, "git_file", lambda rev, path: files.get(path))
+    with pytest.raises(PipelineError, match=r"reports/metrics.json of experiment lc-n8 is not "
+                                            r"valid JSON .*without --report-only"):
+        pipeline.studies.collect("lc", ["n8"])
+    no_lm = fake_metrics(dict.fromkeys(VARIANTS, 0.75))
+    del no_lm["lm"]
+    del no_lm["classifiers"]["rnn_scratch"]["test"]["accuracy_ci95"]
+    files["reports/metrics.json"] = json.dumps(no_lm)
+    with pytest.raises(PipelineError, match=r"metrics.json of experiment lc-n8 lacks 'lm.tokens'"
+                                            r".*'classifiers.rnn_scratch.test.accuracy_ci95'"):
+        pipeline.studies.collect("lc", ["n8"])
+    # the ensemble's report is read when that run had the ensemble on
+    files |= {"reports/metrics.json": good, "params.yaml": "ensemble: {directions: [backward]}",
+              "reports/ensemble.json": '{"lm_backward": {}}'}
+    with pytest.raises(PipelineError, match=r"reports/ensemble.json of experiment lc-n8 lacks "
+                                            r"'classifiers'"):
+        pipeline.studies.collect("lc", ["n8"])
+    files["reports/ensemble.json"] = json.dumps(
+        {"classifiers": fake_metrics({"rnn_pretrained_ensemble": 0.8})["classifiers"]})
+    assert "rnn_pretrained_ensemble" in pipeline.studies.collect("lc", ["n8"])["n8"][
+        "classifiers"]
+
+    # the workspace's (the main run's), through the CLI: --report-only
+    settings_with_studies(tmp_path / "params.yaml", {
+        "pretraining_budget": {"lm_short": {"set": {"pretrain.epochs": 1}}}})
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/metrics.json").write_text('{"classifiers": ')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match=r"reports/metrics.json of the workspace is not "
+                                            r"valid JSON .*dvc repro"):
+        run_studies_main(monkeypatch, "pretraining-budget", "--report-only")
+
+
+def test_jobs_below_one_is_refused_before_anything_is_queued(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`dvc queue start -j 0` starts no worker: --jobs 0 used to queue every point, then
+    wait three minutes and blame DVC, leaving the queue full."""
+    for jobs in ("0", "-2"):
+        with pytest.raises(SystemExit) as exited:
+            queued = run_studies_main(monkeypatch, "ablation", "--jobs", jobs, "--params",
+                                      str(PARAMS))
+            raise AssertionError(f"--jobs {jobs} queued {queued}")
+        assert exited.value.code == 2
+        assert "--jobs: must be at least 1" in capsys.readouterr().err
+
+
+def test_point_names_dvc_would_refuse_fail_before_anything_is_queued(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lc-a b` is not a git ref name: DVC refused it after `lc-ok` had been queued."""
+    good = ["lc-n1000", "ablation-last_pooling", "budget-lm.short-2", "lc-A.b_c-d", "lc-x.locks"]
+    bad = ["lc-a b", "lc-x..y", "lc-x.lock", "lc-x.", "lc-a/b", "lc-a~b", "lc-a:b", "lc-a^b",
+           "lc-a?b", "lc-a*b", "lc-a[b", "lc-a\\b", "lc-a@{b", "lc-é"]
+    for name in good + bad:  # the rule is git's (as DVC applies it) or narrower
+        checked = pipeline.studies.check_exp_name(name)
+        assert checked == (name in good), name
+        if checked:
+            run(["git", "check-ref-format", f"refs/exps/ab/cdef/{name}"], cwd=tmp_path)
+    other = settings_with_studies(tmp_path / "other.yaml", {"learning_curve": {
+        "ok": {"set": {"classifier.train_examples": 8}},
+        "a b": {"set": {"classifier.train_examples": 16}}}})
+    with pytest.raises(PipelineError, match=r"other.yaml studies.learning_curve.a b: the "
+                                            r"experiment name lc-a b is not one DVC takes"):
+        queued = run_studies_main(monkeypatch, "learning-curve", "--params", str(other))
+        raise AssertionError(f"queued {queued}")
+
+
+def test_studies_errors_name_the_settings_file_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --params other.yaml, a bad point is reported in other.yaml, not params.yaml."""
+    other = settings_with_studies(tmp_path / "other.yaml", {"learning_curve": {
+        "n8": {"set": {"classifier.rnn_pretrained.poolng": "last"}}}})
+    with pytest.raises(PipelineError) as error:
+        run_studies_main(monkeypatch, "learning-curve", "--params", str(other))
+    assert f"{other} studies.learning_curve.n8" in str(error.value)
+    assert "poolng: unknown key" in str(error.value)
+    assert "params.yaml" not in str(error.value)
+    with pytest.raises(PipelineError, match=f"^{other} has no points in studies.ablation$"):
+        run_studies_main(monkeypatch, "ablation", "--params", str(other))
 
 
 def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,

@@ -1,0 +1,44 @@
+"""`python -m pipeline.predict` refuses what would quietly go wrong: a --params file that
+is not there, a registry URI with no tracking store to resolve it, a URI with no scheme."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.predict import main as predict_main
+
+
+def test_a_missing_params_file_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
+    """It used to be skipped without a word, and the text lowercased whatever the model
+    was trained with."""
+    monkeypatch.chdir(tmp_path)
+    assert predict_main(["--params", "nope.yaml", "a fine film"]) == 1
+    assert "settings file not found: " in capsys.readouterr().err
+
+
+def test_a_registry_uri_needs_an_existing_store(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    """Run outside the project, it used to create an empty mlflow.db there and then say the
+    registered model does not exist."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr("pipeline.tracking.main_repo_root", lambda: tmp_path)
+    code = predict_main(["--model-uri", "models:/rnn-pretrain-imdb-classifier@champion", "ok"])
+    assert code == 1
+    assert f"no MLflow tracking store at {tmp_path / 'mlflow.db'}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no store, no lock file
+
+
+def test_a_tracking_uri_without_a_scheme_is_named(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    """MLflow reads "127.0.0.1:5000" as a file store and blames its maintenance mode."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "127.0.0.1:5000")
+    assert predict_main(["--model-uri", "runs:/0123/model", "ok"]) == 1
+    assert ("MLFLOW_TRACKING_URI='127.0.0.1:5000' has no scheme: use http://<host>:<port>"
+            in capsys.readouterr().err)
