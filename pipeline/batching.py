@@ -18,6 +18,7 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.io import read_input
+from pipeline.sampling import keep_every_class
 from pipeline.text import EOS_ID, PAD_ID
 
 
@@ -91,7 +92,7 @@ class Corpus:
                                          random_state=seed, stratify=self.labels)
         except ValueError:  # a class too rare to stratify: plain random sample
             chosen = np.random.default_rng(seed).choice(len(self), count, replace=False)
-        return self.take(np.sort(chosen))
+        return self.take(keep_every_class(chosen, self.labels, seed))
 
 
 # ---------------------------------------------------------------- language model

@@ -226,7 +226,8 @@ class ClassifierParams(Section):
 
 
 class EvaluateParams(Section):
-    bootstrap_samples: int = Field(1000, ge=100)
+    # memory: samples x test reviews x 4 bytes (10,000 on IMDB's 25,000: 1 GB)
+    bootstrap_samples: int = Field(1000, ge=100, le=10_000)
     seed: int = Field(7, ge=0, le=2**32 - 1)
 
 
@@ -330,6 +331,34 @@ class Params(Section):
     gate: GateParams
     runtime: RuntimeParams
     studies: StudiesParams = StudiesParams()
+
+    @model_validator(mode="after")
+    def _adaptive_tails_have_width(self) -> Params:
+        """Each adaptive-softmax tail cluster projects to hidden / 4^i dimensions (i = 1, 2,
+        ...): zero would leave its words a uniform, context-free probability, silently."""
+        cuts = self.pretrain.adaptive_cutoffs
+        if self.pretrain.softmax == "adaptive" and self.model.hidden // 4 ** len(cuts) < 1:
+            raise ValueError(
+                f"pretrain.adaptive_cutoffs: {len(cuts)} cutoffs need model.hidden >= "
+                f"{4 ** len(cuts)} (the last tail cluster projects to hidden / "
+                f"{4 ** len(cuts)} dimensions, 0 with hidden {self.model.hidden}); use fewer "
+                "cutoffs")
+        return self
+
+    @model_validator(mode="after")
+    def _unfreezing_reaches_every_group(self) -> Params:
+        """Gradual unfreezing thaws one layer group (embedding, each RNN layer, head) per
+        epoch from the top: with fewer epochs than groups the lowest never train."""
+        groups = self.model.layers + 2
+        for variant in ("rnn_pretrained", "rnn_scratch"):
+            settings = getattr(self.classifier, variant)
+            if settings.gradual_unfreezing and settings.epochs < groups:
+                raise ValueError(
+                    f"classifier.{variant}: gradual_unfreezing thaws one of the "
+                    f"{groups} layer groups per epoch (embedding, {self.model.layers} RNN "
+                    f"layers, head), so with epochs {settings.epochs} the lowest "
+                    f"{groups - settings.epochs} never train: set epochs to at least {groups}")
+        return self
 
     @property
     def experiment_name(self) -> str:

@@ -93,6 +93,12 @@ def setup(params: RuntimeParams) -> Runtime:
         torch.backends.cudnn.allow_tf32 = False
     elif device.type == "cuda":
         amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    elif params.precision == "bf16" and not cpu_has_bf16():
+        # oneDNN has no bf16 LSTM without it (a raw "could not create a primitive
+        # descriptor" at the first step), and PyTorch emulates bf16 matmuls there
+        raise PipelineError("runtime.precision is 'bf16' but this CPU has no native bf16 "
+                            "(AVX-512-BF16 or AMX): the LSTM cannot run under bf16 autocast "
+                            "here; use auto (bf16 only where the hardware has it) or fp32")
     elif params.precision == "bf16" or cpu_has_bf16():
         amp = torch.bfloat16
     else:

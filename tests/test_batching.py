@@ -121,3 +121,15 @@ def test_reversed_corpus_reverses_every_document_and_keeps_labels() -> None:
     assert list(backward.labels) == [1, 1, 0]
     # the backward LM stream is the forward stream's documents read from the end
     assert list(lm_stream([backward])) == [9, 8, EOS_ID, EOS_ID, 7, 6, 5, EOS_ID]
+
+
+def test_labeled_sample_keeps_a_class_too_rare_to_stratify() -> None:
+    """classifier.train_examples on data with a one-example class: the plain random sample
+    sklearn falls back to used to drop it (and unbalance the rest)."""
+    labels = np.array([0] * 20 + [1] * 20 + [2])
+    offsets = np.arange(len(labels) + 1, dtype=np.int64)
+    corpus = Corpus(np.arange(len(labels), dtype=np.int32), offsets, labels)
+    for seed in range(20):
+        sample = corpus.labeled_sample(6, seed)
+        assert len(sample) == 6 and sorted(np.unique(sample.labels)) == [0, 1, 2]
+        assert len(np.unique(sample.ids)) == 6  # six different documents

@@ -42,6 +42,15 @@ def test_repository_params_are_valid() -> None:
     (lambda p: p["gate"].update(max_drop_vs_accepted=float("nan")), "gate.max_drop_vs_accepted"),
     # seeds outside what NumPy / scikit-learn accept used to fail mid-stage
     (lambda p: p["runtime"].update(seed=-1), "runtime.seed"),
+    # a fifth tail cluster of hidden 256 would project to 256 / 4^5 = 0 dimensions
+    (lambda p: p["pretrain"].update(adaptive_cutoffs=[2000, 5000, 10000, 15000, 20000]),
+     "pretrain.adaptive_cutoffs: 5 cutoffs need model.hidden >= 1024"),
+    # 2 layers: embedding, 2 RNN layers, head; with 3 epochs the embedding never trains
+    (lambda p: p["classifier"]["rnn_pretrained"].update(gradual_unfreezing=True, epochs=3),
+     "classifier.rnn_pretrained: gradual_unfreezing thaws one of the 4 layer groups per "
+     "epoch (embedding, 2 RNN layers, head), so with epochs 3 the lowest 1 never train"),
+    # the bootstrap's resamples: samples x test reviews x 4 bytes
+    (lambda p: p["evaluate"].update(bootstrap_samples=100_000), "evaluate.bootstrap_samples"),
     (lambda p: p["prepare"].update(seed=2**40), "prepare.seed"),
     (lambda p: p["evaluate"].update(seed=-7), "evaluate.seed"),
     # the classifiers would read the label as the text

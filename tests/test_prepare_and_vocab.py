@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipeline.errors import PipelineError
-from pipeline.stages.prepare import split_valid
+from pipeline.stages.prepare import split_valid, stratified_sample
 from tests.conftest import stage, tiny_params
 from tests.tiny_imdb import build_members, write_archive
 
@@ -86,6 +86,35 @@ def test_empty_reviews_are_dropped_with_a_warning(tmp_path: Path, pipeline_env: 
     stage("fetch", "--params", "params.yaml", cwd=tmp_path, env=pipeline_env)
     result = stage("prepare", "--params", "params.yaml", cwd=tmp_path, env=pipeline_env)
     assert "dropped 2 empty train review(s): train/neg/0, train/pos/0" in result.stdout
+
+
+def test_a_vocabulary_of_mostly_unknown_words_is_warned_about(prepared: Path, tmp_path: Path
+                                                               ) -> None:
+    """vocab.min_freq far too high for the text: the stage works, but says so."""
+    params = yaml.safe_load((prepared / "params.yaml").read_text())
+    params["vocab"]["min_freq"] = 60
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = stage("vocab", "--params", "params.yaml", "--prepared",
+                   str(prepared / "data/prepared"), "--tokens", str(prepared / "data/tokens"),
+                   "--out", "vocab", cwd=tmp_path,
+                   env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    info = json.loads((tmp_path / "vocab" / "info.json").read_text())
+    assert info["splits"]["train"]["unk_rate"] > 0.5
+    assert (f"[vocab] warning: {info['splits']['train']['unk_rate']:.0%} of the train tokens are "
+            f"outside the vocabulary ({info['vocab_size']} types)") in result.stderr
+    normal = json.loads((prepared / "data/vocab/info.json").read_text())
+    assert normal["splits"]["train"]["unk_rate"] < 0.5  # the default: no warning there
+
+
+def test_a_capped_train_split_keeps_a_class_with_one_review() -> None:
+    """prepare.max_train below the train size: a class with a single review (too rare to
+    stratify) used to vanish from the random sample; then prepare blamed the test labels."""
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(41)],
+                          "label": [0] * 20 + [1] * 20 + [2]})
+    for seed in range(20):
+        sample = stratified_sample(frame, 6, seed, "prepare.max_train")
+        assert len(sample) == 6 and sorted(sample["label"].unique()) == [0, 1, 2]
+        assert sample["text"].is_unique
 
 
 def test_too_small_for_a_stratified_valid_split() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -12,6 +13,7 @@ from pipeline.config import PrepareParams, load_params
 from pipeline.datasets import get_dataset
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path, require, write_json
+from pipeline.sampling import keep_every_class
 from pipeline.text import clean_text
 
 SPLITS = ("train", "valid", "test", "unlabeled")
@@ -38,8 +40,15 @@ def stratified_sample(frame: pd.DataFrame, n: int | None, seed: int, key: str
     if n < classes:
         raise PipelineError(f"{key}={n} is fewer than the {classes} classes: "
                             f"a sample of it cannot hold every class")
-    stratify = frame["label"] if frame["label"].value_counts().min() >= 2 else None
-    sample, _ = train_test_split(frame, train_size=n, random_state=seed, stratify=stratify)
+    labels = frame["label"].to_numpy()
+    stratify = labels if frame["label"].value_counts().min() >= 2 else None
+    rows = np.arange(len(frame))
+    try:
+        chosen, _ = train_test_split(rows, train_size=n, random_state=seed, stratify=stratify)
+    except ValueError:  # what is left out too small to hold every class: not stratified
+        chosen, _ = train_test_split(rows, train_size=n, random_state=seed)
+    # without stratifying (a class with one row), a random sample can miss a class
+    sample = frame.iloc[keep_every_class(chosen, labels, seed)]
     return sample.sort_index().reset_index(drop=True)
 
 

@@ -9,6 +9,7 @@ for labeled splits, ``<split>_labels.npy``.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from pipeline.stages.prepare import SPLITS
 from pipeline.text import Vocab
 
 INFO_KEYS = ("vocab_size", "splits", "label_names", "dataset")  # info.json: later stages read these
+UNKNOWN_WARNING = 0.5  # share of <unk> train tokens that is surely a mistake
 VOCAB_SOURCES = ("train", "unlabeled")  # test and valid text must never shape the vocabulary
 
 
@@ -94,6 +96,11 @@ def main() -> None:
         write_json(staging / "info.json", summary)
     print(f"[vocab] {len(vocab)} types; "
           + ", ".join(f"{s}: {v['tokens']} tokens" for s, v in stats.items()))
+    unknown = stats["train"]["unk_rate"]
+    if unknown > UNKNOWN_WARNING:  # e.g. a min_freq far too high for this much text
+        print(f"[vocab] warning: {unknown:.0%} of the train tokens are outside the "
+              f"vocabulary ({len(vocab)} types): the models will see mostly <unk>; lower "
+              "vocab.min_freq or raise vocab.max_size", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,28 @@
+"""pipeline.runtime.setup: the precision asked for, where the hardware can run it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline.config import RuntimeParams
+from pipeline.errors import PipelineError
+from pipeline.runtime import setup
+
+
+def test_bf16_on_a_cpu_without_it_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """oneDNN has no bf16 LSTM there: the first step died with "could not create a
+    primitive descriptor for the LSTM forward propagation primitive"."""
+    monkeypatch.setattr("pipeline.runtime.cpu_has_bf16", lambda: False)
+    with pytest.raises(PipelineError, match="runtime.precision is 'bf16' but this CPU has no "
+                                            r"native bf16 \(AVX-512-BF16 or AMX\)"):
+        setup(RuntimeParams(device="cpu", threads=1, precision="bf16"))
+    assert setup(RuntimeParams(device="cpu", threads=1, precision="auto")).amp_dtype is None
+
+
+def test_bf16_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pipeline.runtime.cpu_has_bf16", lambda: True)
+    for precision in ("bf16", "auto"):
+        runtime = setup(RuntimeParams(device="cpu", threads=1, precision=precision))
+        assert runtime.amp_dtype == torch.bfloat16
+    assert setup(RuntimeParams(device="cpu", threads=1, precision="fp32")).amp_dtype is None
