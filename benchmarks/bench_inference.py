@@ -139,7 +139,8 @@ def benchmark(args: argparse.Namespace) -> None:
         vocab = params.vocab.max_size
         corpus = synthetic_corpus(args.n or 25_000, vocab)
         source = "synthetic (IMDB-like lengths)"
-    max_len: int | None = params.classifier.max_len
+    # as the train stage reads: whole reviews with BPT3C, else classifier.max_len tokens
+    max_len: int | None = None if params.classifier.bpt3c else params.classifier.max_len
     if args.checkpoint is not None:
         model, blob = load_checkpoint(args.checkpoint, "rnn_classifier", vocab)
         # the length the model was trained to read; None (BPT3C): whole reviews, as evaluate

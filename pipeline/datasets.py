@@ -366,8 +366,11 @@ MISSING_LABELS = {"na", "n/a", "#n/a", "nan", "null", "none", "<na>"}
 
 
 def label_strings(values: pd.Series, shown: str, column: str) -> pd.Series:
-    """Labels as stripped strings (Parquet ints too); a missing label is an error."""
+    """Labels as stripped strings (Parquet ints too); a missing label is an error. Whole
+    numbers written as floats (``1.0``, as pandas writes an int column with a gap) are
+    the integers they stand for, so ``1.0`` in train and ``1`` in test are one class."""
     labels = cell_text(values, shown, column).str.strip()
+    labels = labels.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
     for missing, what in ((labels == "", "no label"),
                           (labels.str.lower().isin(MISSING_LABELS), "a missing-value label")):
         if missing.any():

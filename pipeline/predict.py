@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    for number, text in enumerate(texts, start=1):
+        if not text.strip():  # the model still answers: its guess for no text at all
+            print(f"warning: review {number} is empty; its prediction says nothing about it",
+                  file=sys.stderr)
     for text, row in zip(texts, predictions.itertuples(index=False), strict=True):
         snippet = " ".join(text.split())
         snippet = snippet if len(snippet) <= 70 else snippet[:67] + "..."

@@ -82,3 +82,22 @@ def test_bpt3c_checkpoint_reads_whole_reviews(tmp_path: Path) -> None:
     assert line["config"]["real_tokens"] == whole
     assert f"{whole:,} tokens (whole reviews: no truncation)" in result.stderr
     assert line["predictions_agree"] == 1.0
+
+
+def test_bpt3c_params_read_whole_reviews_without_a_checkpoint(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With classifier.bpt3c: true and random weights, the benchmark reads what the train
+    stage would: whole reviews, not classifier.max_len tokens."""
+    from benchmarks import bench_inference
+
+    params = load_params(REPO / "params.yaml")
+    params = params.model_copy(update={
+        "classifier": params.classifier.model_copy(update={"bpt3c": True, "max_len": 8}),
+        "model": params.model.model_copy(update={"embedding_dim": 4, "hidden": 4})})
+    monkeypatch.setattr(bench_inference, "load_params", lambda path: params)
+    assert bench_inference.main(["--synthetic", "--n", "6", "--batch-size", "4",
+                                 "--threads", "1"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["config"]["max_len"] is None
+    assert line["config"]["real_tokens"] == int(synthetic_corpus(6, params.vocab.max_size)
+                                                .lengths.sum())

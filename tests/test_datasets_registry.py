@@ -220,6 +220,17 @@ def test_integer_labels_keep_numeric_order(tmp_path: Path) -> None:
     assert splits.test["label"].tolist() == [2]
 
 
+def test_whole_number_float_labels_are_integers(tmp_path: Path) -> None:
+    """pandas writes an int column with a gap as floats: 1.0 in train and 1 in test are
+    one class (the test labels were refused as unknown)."""
+    train = tmp_path / "train.parquet"
+    pd.DataFrame({"text": ["x", "y", "z"], "label": [1.0, 0.0, None]}).iloc[:2].to_parquet(train)
+    test = write_csv(tmp_path / "test.csv", [{"text": "w", "label": "1"}])
+    splits = read_own_files(own_fetch(tmp_path, train=str(train), test=test))
+    assert splits.label_names == ("0", "1")
+    assert splits.train["label"].tolist() == [1, 0] and splits.test["label"].tolist() == [1]
+
+
 def test_binary_parquet_text_is_decoded(tmp_path: Path) -> None:
     """Text stored as a Parquet binary column is UTF-8 text, not "b'...'" strings."""
     test = tmp_path / "test.parquet"

@@ -42,3 +42,24 @@ def test_a_tracking_uri_without_a_scheme_is_named(tmp_path: Path,
     assert predict_main(["--model-uri", "runs:/0123/model", "ok"]) == 1
     assert ("MLFLOW_TRACKING_URI='127.0.0.1:5000' has no scheme: use http://<host>:<port>"
             in capsys.readouterr().err)
+
+
+def test_an_empty_review_is_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture) -> None:
+    """The model answers for an empty text too (its guess for no text): say so."""
+    import json
+
+    from pipeline.models import BagOfEmbeddings, save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "vocab.json").write_text(json.dumps({"itos": ["<pad>", "<unk>", "<eos>", "fine"]}))
+    model = BagOfEmbeddings(4, 8, 2, 0.0)
+    save_checkpoint(tmp_path / "clf.pt", "bag_of_embeddings",
+                    {"vocab_size": 4, "embedding_dim": 8, "n_classes": 2, "dropout": 0.0}, model,
+                    {"label_names": ["neg", "pos"], "max_len": 64, "variant": "bag_of_embeddings"})
+    code = predict_main(["--model", "clf.pt", "--vocab", "vocab.json", "fine", "  ", "fine"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == ("warning: review 2 is empty; its prediction says nothing "
+                                    "about it")
+    assert len(captured.out.strip().splitlines()) == 3
