@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -67,6 +67,19 @@ def write_json(path: str | Path, data: object) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def missing_keys(data: object, keys: Iterable[str]) -> list[str]:
+    """Those of ``keys`` (dotted paths into nested objects, e.g. ``lm.tokens``) that
+    ``data``, parsed JSON, has no value at."""
+    def lacks(node: object, dotted: str) -> bool:
+        for key in dotted.split("."):
+            if not isinstance(node, dict) or key not in node:
+                return True
+            node = node[key]
+        return False
+
+    return [key for key in keys if lacks(data, key)]
+
+
 def read_json(path: str | Path, keys: tuple[str, ...] = ()) -> object:
     """A JSON file; with ``keys``, a JSON object that must have each of them (a report
     from an older version, or edited by hand, is named rather than a KeyError)."""
@@ -77,11 +90,10 @@ def read_json(path: str | Path, keys: tuple[str, ...] = ()) -> object:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PipelineError(f"{path} is not valid JSON: {exc}") from exc
-    if keys:
-        missing = [key for key in keys if not isinstance(data, dict) or key not in data]
-        if missing:
-            raise PipelineError(f"{path} lacks {', '.join(map(repr, missing))}: delete it and "
-                                "run the stage that writes it again (dvc repro)")
+    missing = missing_keys(data, keys)
+    if missing:
+        raise PipelineError(f"{path} lacks {', '.join(map(repr, missing))}: delete it and "
+                            "run the stage that writes it again (dvc repro)")
     return data
 
 

@@ -39,7 +39,7 @@ import yaml
 
 from pipeline.config import Params, StudyPoint, load_params, with_overrides
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, missing_keys
 
 OUT = Path("reports/studies")
 # cost studies: params.yaml key (the CLI name with "-" for "_") -> (experiment name prefix,
@@ -220,15 +220,6 @@ def workspace_file(path: str) -> str | None:
     return Path(path).read_text(encoding="utf-8") if Path(path).is_file() else None
 
 
-def lacks(data: object, dotted: str) -> bool:
-    """Whether ``data`` has no value at the dotted key path."""
-    for key in dotted.split("."):
-        if not isinstance(data, dict) or key not in data:
-            return True
-        data = data[key]
-    return False
-
-
 def parse_report(text: str, path: str, where: str, keys: tuple[str, ...]) -> dict:
     """A run's JSON report, read from ``where`` (an experiment's commit or the workspace):
     like io.read_json, damaged or lacking a key it is a PipelineError naming the file, the
@@ -239,11 +230,11 @@ def parse_report(text: str, path: str, where: str, keys: tuple[str, ...]) -> dic
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PipelineError(f"{path} of {where} is not valid JSON ({exc}): {fix}") from exc
-    missing = [key for key in keys if lacks(data, key)]
+    missing = missing_keys(data, keys)
     classifiers = data.get("classifiers") if isinstance(data, dict) else None
     if isinstance(classifiers, dict):  # every variant's entry, as rows() reads them
         missing += [f"classifiers.{variant}.{key}" for variant, entry in classifiers.items()
-                    for key in CLASSIFIER_KEYS if lacks(entry, key)]
+                    for key in missing_keys(entry, CLASSIFIER_KEYS)]
     if missing:
         raise PipelineError(f"{path} of {where} lacks {', '.join(map(repr, missing))}: {fix}")
     return data
