@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,9 @@ from torch.func import functional_call
 
 from pipeline.errors import PipelineError
 from pipeline.text import PAD_ID
+
+if TYPE_CHECKING:
+    from pipeline.config import ModelParams
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 Hidden = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -41,6 +45,11 @@ class EncoderConfig:
     embedding_dropout: float = 0.05
     input_dropout: float = 0.1
     weight_dropout: float = 0.0
+
+    @classmethod
+    def of(cls, model: ModelParams, vocab_size: int) -> EncoderConfig:
+        """The encoder params.yaml's ``model`` section describes."""
+        return cls(vocab_size=vocab_size, **model.model_dump())
 
 
 def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

@@ -81,7 +81,10 @@ def setup(params: RuntimeParams) -> Runtime:
     seed_everything(params.seed)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     # CPU kernels are deterministic; on CUDA a few RNN kernels are not (warn, don't fail)
-    torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    # (torch.use_deterministic_algorithms sets the same switch, but first imports all of
+    # torch.compile's inductor, 1.8 s per stage process, for a flag only compiled code reads;
+    # the project compiles nothing)
+    torch._C._set_deterministic_algorithms(True, warn_only=device.type == "cuda")
     # ...but not the NaN fill of every torch.empty that deterministic mode adds (it only
     # guards against kernels reading memory they never wrote): on CPU it memset the
     # LSTM's 200 MB oneDNN workspace twice per LM step, ~8% of the step

@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import distributed
+from pipeline.config import RuntimeParams
 from pipeline.errors import PipelineError
 from pipeline.runtime import Runtime, release_free_memory
 
@@ -89,6 +90,17 @@ class Checkpointing:
     def fingerprint_of(*parts: object) -> str:
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    @classmethod
+    def for_stage(cls, name: str, settings: dict, runtime: RuntimeParams, data_info: dict
+                  ) -> Checkpointing:
+        """A training stage's resumable state, valid only for the same settings and data."""
+        world = distributed.world_size()
+        fingerprint = cls.fingerprint_of(
+            name, settings, runtime.seed, runtime.precision, data_info,
+            *([f"world_size={world}"] if world > 1 else []))
+        return cls(Path(runtime.checkpoint_dir) / f"{name}.pt", runtime.checkpoint_every,
+                   fingerprint)
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)

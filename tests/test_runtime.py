@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -26,3 +29,19 @@ def test_bf16_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
         runtime = setup(RuntimeParams(device="cpu", threads=1, precision=precision))
         assert runtime.amp_dtype == torch.bfloat16
     assert setup(RuntimeParams(device="cpu", threads=1, precision="fp32")).amp_dtype is None
+
+
+def test_setup_turns_on_deterministic_algorithms_without_loading_the_compiler() -> None:
+    """torch.use_deterministic_algorithms would import torch.compile's inductor first (1.8 s
+    per stage process); setup sets the same switch directly. Checked in a fresh process."""
+    code = ("import sys, torch\n"
+            "from pipeline.config import RuntimeParams\n"
+            "from pipeline.runtime import setup\n"
+            "assert not torch.are_deterministic_algorithms_enabled()\n"
+            "setup(RuntimeParams(device='cpu', threads=1))\n"
+            "print(torch.are_deterministic_algorithms_enabled(),\n"
+            "      torch.is_deterministic_algorithms_warn_only_enabled(),\n"
+            "      'torch._inductor' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "False", "False"]

@@ -14,13 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline import tracking
+from pipeline.artifacts import LM_REPORT_KEYS
 from pipeline.config import BACKWARD_VARIANT, ENSEMBLES
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_outputs, read_json, require, write_json
 from pipeline.metrics import accuracy_interval, classification_metrics
 from pipeline.stages.evaluate import (
     BASELINE,
-    LM_REPORT_KEYS,
     PROBABILITIES,
     add_baseline_differences,
     add_costs,

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import plots, tracking
+from pipeline.artifacts import LM_REPORT_KEYS, TRAIN_SUMMARY_KEYS, VOCAB_INFO_KEYS
 from pipeline.batching import Corpus
 from pipeline.config import LANGUAGE_MODEL_OF, VARIANTS, Params, load_params
 from pipeline.errors import PipelineError, run_stage
@@ -29,9 +30,6 @@ from pipeline.metrics import (
 )
 from pipeline.models import load_checkpoint
 from pipeline.runtime import Runtime, setup
-from pipeline.stages.pretrain import REPORT_KEYS as LM_REPORT_KEYS
-from pipeline.stages.train import SUMMARY_KEYS as TRAIN_SUMMARY_KEYS
-from pipeline.stages.vocab import INFO_KEYS as VOCAB_INFO_KEYS
 from pipeline.tasks import predict_proba
 from pipeline.timing import read_timings
 from pipeline.timing import summary as timing_summary

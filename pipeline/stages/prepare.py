@@ -16,8 +16,6 @@ from pipeline.io import atomic_path, require, write_json
 from pipeline.sampling import keep_every_class
 from pipeline.text import clean_text
 
-SPLITS = ("train", "valid", "test", "unlabeled")
-
 
 def clean(frame: pd.DataFrame, split: str) -> pd.DataFrame:
     """Clean the text column; drop reviews left empty, saying which."""

@@ -15,35 +15,17 @@ import pandas as pd
 import torch
 
 from pipeline import distributed, tracking
+from pipeline.artifacts import VOCAB_INFO_KEYS
 from pipeline.batching import BPTTBatches, Corpus, lm_stream
-from pipeline.config import Params, flatten, load_params
+from pipeline.config import flatten, load_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_outputs, read_json, require, write_json
 from pipeline.models import EncoderConfig, LanguageModel, encoder_dict, save_checkpoint
 from pipeline.runtime import setup
-from pipeline.stages.vocab import INFO_KEYS
 from pipeline.tasks import LanguageModelTask
 from pipeline.training import Checkpointing, FitResult, adamw, fit, one_cycle
 
 SECTIONS = ("data", "vocab", "model", "pretrain", "runtime")
-# what evaluate and ensemble read from reports/pretrain*.json
-REPORT_KEYS = ("valid_perplexity", "epochs", "tokens", "train_seconds")
-
-
-def encoder_config(params: Params, vocab_size: int) -> EncoderConfig:
-    return EncoderConfig(vocab_size=vocab_size, **params.model.model_dump())
-
-
-def checkpointing(params: Params, name: str, sections: tuple[str, ...], data_info: dict
-                  ) -> Checkpointing:
-    """Resumable state for a training stage, valid only for the same settings and data."""
-    runtime = params.runtime
-    fingerprint = Checkpointing.fingerprint_of(
-        name, flatten(params, sections), runtime.seed, runtime.precision, data_info,
-        *([f"world_size={distributed.world_size()}"] if distributed.world_size() > 1 else []))
-    return Checkpointing(Path(runtime.checkpoint_dir) / f"{name}.pt", runtime.checkpoint_every,
-                         fingerprint)
-
 
 DIRECTIONS = ("forward", "backward")
 
@@ -73,7 +55,7 @@ def main() -> None:
     params = load_params(args.params)
     config = params.pretrain
     data_dir = Path(args.data)
-    info = read_json(require(data_dir / "info.json", "vocabulary"), INFO_KEYS)
+    info = read_json(require(data_dir / "info.json", "vocabulary"), VOCAB_INFO_KEYS)
     runtime = setup(params.runtime)
     if distributed.is_main():
         tracking.connect()  # fail fast, before any training
@@ -87,7 +69,7 @@ def main() -> None:
     batches = BPTTBatches(stream, config.batch_size, config.bptt)
     task = LanguageModelTask(batches, valid_stream, config.bptt, config.steps_per_epoch,
                              runtime.device)
-    encoder = encoder_config(params, info["vocab_size"])
+    encoder = EncoderConfig.of(params.model, info["vocab_size"])
     torch.manual_seed(params.runtime.seed)
     model = LanguageModel(encoder, config.softmax, tuple(config.adaptive_cutoffs))
     model.to(runtime.device)
@@ -97,7 +79,8 @@ def main() -> None:
           f"{task.steps_per_epoch} steps of {config.batch_size}x{config.bptt}; "
           f"{sum(p.numel() for p in model.parameters()):,} parameters; {runtime.describe()}")
 
-    checkpoint = checkpointing(params, name, ("data", "vocab", "model", "pretrain"), info)
+    checkpoint = Checkpointing.for_stage(
+        name, flatten(params, ("data", "vocab", "model", "pretrain")), params.runtime, info)
 
     def train(on_epoch: Callable[[int, dict], None] | None) -> FitResult:
         return fit(model, task, optimizer, scheduler, runtime, epochs=config.epochs,

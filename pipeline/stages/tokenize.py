@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from pipeline.artifacts import SPLITS
 from pipeline.config import TokenizeParams, load_params
 from pipeline.errors import run_stage
 from pipeline.io import atomic_path, read_input, require
-from pipeline.stages.prepare import SPLITS
 from pipeline.text import TOKEN_LISTS, tokenize_to_arrow
 
 SCHEMA = pa.schema([("id", pa.string()), ("tokens", TOKEN_LISTS)])

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from pipeline import distributed, tracking
+from pipeline.artifacts import VOCAB_INFO_KEYS
 from pipeline.batching import Corpus
 from pipeline.config import (
     BACKWARD_VARIANT,
@@ -29,6 +30,7 @@ from pipeline.config import (
     BagOfEmbeddingsParams,
     Params,
     RNNClassifierParams,
+    flatten,
     load_params,
 )
 from pipeline.errors import PipelineError, run_stage
@@ -43,13 +45,8 @@ from pipeline.models import (
     save_checkpoint,
 )
 from pipeline.runtime import setup
-from pipeline.stages.pretrain import checkpointing, encoder_config
-from pipeline.stages.vocab import INFO_KEYS
 from pipeline.tasks import ClassifierTask
-from pipeline.training import FitResult, adamw, fit, one_cycle
-
-# what evaluate reads from reports/train/<variant>.json
-SUMMARY_KEYS = ("train_seconds", "valid_accuracy", "train_examples", "mlflow_run_id")
+from pipeline.training import Checkpointing, FitResult, adamw, fit, one_cycle
 
 
 def architecture(config: EncoderConfig) -> tuple:
@@ -66,7 +63,7 @@ def settings_of(params: Params, variant: str
 def pretrained_encoder(lm_path: Path, params: Params, vocab_size: int,
                        direction: str = "forward") -> RNNEncoder:
     """The language model's encoder, checked against params.yaml's model section."""
-    encoder = encoder_config(params, vocab_size)
+    encoder = EncoderConfig.of(params.model, vocab_size)
     lm, blob = load_checkpoint(lm_path, "language_model", vocab_size)
     if blob.get("direction", "forward") != direction:
         raise PipelineError(f"{lm_path} is a {blob.get('direction', 'forward')} language model; "
@@ -95,7 +92,7 @@ def build(variant: str, params: Params, vocab_size: int, n_classes: int, lm_path
         return model, "bag_of_embeddings", config, [{"params": model.parameters(),
                                                       "lr": boe.lr}]
     settings = settings_of(params, variant)
-    encoder = encoder_config(params, vocab_size)
+    encoder = EncoderConfig.of(params.model, vocab_size)
     if settings.weight_dropout is not None:
         encoder = replace(encoder, weight_dropout=settings.weight_dropout)
     backward = variant == BACKWARD_VARIANT
@@ -144,7 +141,7 @@ def main() -> None:
     params = load_params(args.params)
     variant = args.variant
     data_dir = Path(args.data)
-    info = read_json(require(data_dir / "info.json", "vocabulary"), INFO_KEYS)
+    info = read_json(require(data_dir / "info.json", "vocabulary"), VOCAB_INFO_KEYS)
     require(data_dir / "vocab.json", "vocabulary")  # the logged model needs it after training
     runtime = setup(params.runtime)
     if distributed.is_main():
@@ -172,7 +169,8 @@ def main() -> None:
         sections = ("data", "vocab", "model", "classifier", "runtime")
     model_path = Path(args.out_dir) / f"{variant}.pt"
     curve_path = Path(args.reports) / "curves" / f"{variant}.csv"
-    checkpoint = checkpointing(params, variant, sections[:-1], info)  # all but runtime
+    checkpoint = Checkpointing.for_stage(  # all sections but runtime
+        variant, flatten(params, sections[:-1]), params.runtime, info)
 
     def train_model(on_epoch: Callable[[int, dict], None] | None) -> FitResult:
         return fit(model, task, optimizer, scheduler, runtime, epochs=settings.epochs,

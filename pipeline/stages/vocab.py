@@ -18,13 +18,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from pipeline.artifacts import SPLITS, VOCAB_INFO_KEYS
 from pipeline.config import VocabParams, load_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path, read_input, read_json, require, write_json
-from pipeline.stages.prepare import SPLITS
 from pipeline.text import Vocab
 
-INFO_KEYS = ("vocab_size", "splits", "label_names", "dataset")  # info.json: later stages read these
 UNKNOWN_WARNING = 0.5  # share of <unk> train tokens that is surely a mistake
 VOCAB_SOURCES = ("train", "unlabeled")  # test and valid text must never shape the vocabulary
 
@@ -92,7 +91,7 @@ def main() -> None:
         write_json(staging / "vocab.json", {"itos": list(vocab.itos)})
         summary = {"vocab_size": len(vocab), "splits": stats,
                    "label_names": info["label_names"], "dataset": info["dataset"]}
-        assert set(summary) == set(INFO_KEYS)
+        assert set(summary) == set(VOCAB_INFO_KEYS)
         write_json(staging / "info.json", summary)
     print(f"[vocab] {len(vocab)} types; "
           + ", ".join(f"{s}: {v['tokens']} tokens" for s, v in stats.items()))
