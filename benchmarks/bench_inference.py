@@ -94,8 +94,9 @@ def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], in
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO / "data" / "vocab",
-                        help="vocab stage output with test_*.npy (else synthetic reviews)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a vocab stage output with test_*.npy (default: data/vocab "
+                             "when a pipeline run made it, else synthetic reviews)")
     parser.add_argument("--synthetic", action="store_true", help="use synthetic reviews")
     parser.add_argument("--n", type=whole_number(1), default=None,
                         help="reviews (default: all 25,000 test reviews / 25,000 synthetic)")
@@ -130,11 +131,16 @@ def benchmark(args: argparse.Namespace) -> None:
     params = load_params(REPO / "params.yaml")
     runtime = setup(RuntimeParams(device="cpu", threads=args.threads,
                                   precision=params.runtime.precision, seed=params.runtime.seed))
-    real = not args.synthetic and (args.data / "test_ids.npy").is_file()
+    given = args.data is not None and not args.synthetic
+    if given and not (args.data / "test_ids.npy").is_file():
+        raise PipelineError(f"{args.data} has no test_ids.npy: give a vocab stage's output "
+                            "folder (data/vocab), or --synthetic")
+    data = args.data or REPO / "data" / "vocab"
+    real = not args.synthetic and (data / "test_ids.npy").is_file()
     if real:
-        corpus = Corpus.load(args.data, "test").subset(args.n)
-        vocab = int(read_json(args.data / "info.json", ("vocab_size",))["vocab_size"])
-        source = f"{args.data}/test_*.npy"
+        corpus = Corpus.load(data, "test").subset(args.n)
+        vocab = int(read_json(data / "info.json", ("vocab_size",))["vocab_size"])
+        source = f"{data}/test_*.npy"
     else:
         vocab = params.vocab.max_size
         corpus = synthetic_corpus(args.n or 25_000, vocab)
@@ -147,7 +153,7 @@ def benchmark(args: argparse.Namespace) -> None:
         max_len = blob.get("max_len", max_len)
     else:
         torch.manual_seed(params.runtime.seed)
-        model = RNNClassifier(EncoderConfig(vocab_size=vocab, **params.model.model_dump()), 2)
+        model = RNNClassifier(EncoderConfig.of(params.model, vocab), 2)
     model.to(runtime.device).eval()
     encoder: EncoderConfig = model.encoder.config  # a checkpoint's may differ from params.yaml
     lengths = corpus.lengths if max_len is None else np.minimum(corpus.lengths, max_len)

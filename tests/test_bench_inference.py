@@ -101,3 +101,13 @@ def test_bpt3c_params_read_whole_reviews_without_a_checkpoint(
     assert line["config"]["max_len"] is None
     assert line["config"]["real_tokens"] == int(synthetic_corpus(6, params.vocab.max_size)
                                                 .lengths.sum())
+
+
+def test_a_data_folder_without_test_reviews_is_an_error(tmp_path: Path) -> None:
+    """Only the default folder falls back to synthetic reviews: a folder given by hand that
+    lacks them is a mistake, not a reason to time something else."""
+    result = bench("--data", str(tmp_path), "--n", "4", "--threads", "1")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"[bench] error: {tmp_path} has no test_ids.npy: give a vocab stage's output folder "
+        "(data/vocab), or --synthetic")
