@@ -60,6 +60,6 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     start_up = "" if whole is None else f" ({whole:.1f} s with start-up and imports)"
     print(f"[{name}] done in {seconds:.1f} s{start_up}")
     # every output is closed and recorded: spare the process the garbage collections
-    # Python runs over every object while it shuts down (2-3 s with torch, MLflow and
+    # Python runs over every object while it shuts down (1-3 s with torch, MLflow and
     # pandas loaded, per stage). Frozen objects are still freed, only not cycle-collected.
     gc.freeze()
