@@ -131,12 +131,11 @@ def benchmark(args: argparse.Namespace) -> None:
     params = load_params(REPO / "params.yaml")
     runtime = setup(RuntimeParams(device="cpu", threads=args.threads,
                                   precision=params.runtime.precision, seed=params.runtime.seed))
-    given = args.data is not None and not args.synthetic
-    if given and not (args.data / "test_ids.npy").is_file():
-        raise PipelineError(f"{args.data} has no test_ids.npy: give a vocab stage's output "
-                            "folder (data/vocab), or --synthetic")
     data = args.data or REPO / "data" / "vocab"
     real = not args.synthetic and (data / "test_ids.npy").is_file()
+    if not real and not args.synthetic and args.data is not None:  # only the default falls back
+        raise PipelineError(f"{args.data} has no test_ids.npy: give a vocab stage's output "
+                            "folder (data/vocab), or --synthetic")
     if real:
         corpus = Corpus.load(data, "test").subset(args.n)
         vocab = int(read_json(data / "info.json", ("vocab_size",))["vocab_size"])

@@ -16,6 +16,7 @@ freeze).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,7 @@ def exit_seconds(stage: str, variant: str, workdir: str) -> tuple[float, float]:
     started = time.time()
     done = subprocess.run([sys.executable, "-c", CHILD.format(stage=stage, call=CALLS[variant])],
                           cwd=workdir, capture_output=True, text=True, check=False,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
     ended = time.time()
     if done.returncode != 0:
         sys.exit(f"[bench] the {variant} process failed: {done.stderr.strip()[-1500:]}")
@@ -50,9 +51,10 @@ def exit_seconds(stage: str, variant: str, workdir: str) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--stage", default="train",
-                        choices=["fetch", "prepare", "tokenize", "vocab", "pretrain", "train",
-                                 "evaluate", "ensemble"], help="the stage module to import")
+    stages = sorted(p.stem for p in (REPO / "pipeline" / "stages").glob("*.py")
+                    if p.stem != "__init__")
+    parser.add_argument("--stage", default="train", choices=stages,
+                        help="the stage module to import")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 repeat")
     args = parser.parse_args()
