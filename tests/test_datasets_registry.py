@@ -252,6 +252,16 @@ def good(tmp: Path, *skip: str) -> dict:
             for split, split_rows in rows.items() if split not in skip}
 
 
+def own_train_csv(tmp: Path, content: str | bytes) -> dict:
+    """Valid files, but a train.csv with exactly ``content``."""
+    path = tmp / "train.csv"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return {**good(tmp, "train"), "train": str(path)}
+
+
 def missing_column(tmp: Path) -> dict:
     return {**good(tmp), "text_column": "text", "label_column": "sentiment"}
 
@@ -273,8 +283,7 @@ def empty_file(tmp: Path) -> dict:
 
 
 def header_only(tmp: Path) -> dict:
-    (tmp / "train.csv").write_text("text,label\n")
-    return {**good(tmp, "train"), "train": str(tmp / "train.csv")}
+    return own_train_csv(tmp, "text,label\n")
 
 
 def empty_unlabeled_text(tmp: Path) -> dict:
@@ -283,8 +292,7 @@ def empty_unlabeled_text(tmp: Path) -> dict:
 
 
 def not_utf8(tmp: Path) -> dict:
-    (tmp / "train.csv").write_bytes(b"text,label\nfine,a\ncaf\xe9 cr\xe8me,b\n")
-    return {**good(tmp, "train"), "train": str(tmp / "train.csv")}
+    return own_train_csv(tmp, b"text,label\nfine,a\ncaf\xe9 cr\xe8me,b\n")
 
 
 def not_parquet(tmp: Path) -> dict:
@@ -293,13 +301,11 @@ def not_parquet(tmp: Path) -> dict:
 
 
 def missing_label(tmp: Path) -> dict:
-    (tmp / "train.csv").write_text("text,label\nfine,a\nno label here,\n")
-    return {**good(tmp, "train"), "train": str(tmp / "train.csv")}
+    return own_train_csv(tmp, "text,label\nfine,a\nno label here,\n")
 
 
 def repeated_column(tmp: Path) -> dict:
-    (tmp / "train.csv").write_text("text,label,text\nfine,a,other\nbad,b,more\n")
-    return {**good(tmp, "train"), "train": str(tmp / "train.csv")}
+    return own_train_csv(tmp, "text,label,text\nfine,a,other\nbad,b,more\n")
 
 
 def binary_not_utf8(tmp: Path) -> dict:
@@ -310,13 +316,11 @@ def binary_not_utf8(tmp: Path) -> dict:
 
 def missing_value_label(tmp: Path) -> dict:
     # R and spreadsheets write a missing value as NA: it is not a third class
-    (tmp / "train.csv").write_text("text,label\nfine,a\nbad,b\nunsure,NA\nmeh,NA\n")
-    return {**good(tmp, "train"), "train": str(tmp / "train.csv")}
+    return own_train_csv(tmp, "text,label\nfine,a\nbad,b\nunsure,NA\nmeh,NA\n")
 
 
 def tab_separated(tmp: Path) -> dict:
-    (tmp / "train.csv").write_text("text\tlabel\nfine\ta\n")
-    return {**good(tmp, "train"), "train": str(tmp / "train.csv")}
+    return own_train_csv(tmp, "text\tlabel\nfine\ta\n")
 
 
 def missing_file(tmp: Path) -> dict:
