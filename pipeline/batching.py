@@ -18,7 +18,7 @@ import torch
 
 from pipeline.errors import PipelineError
 from pipeline.io import read_input
-from pipeline.sampling import keep_every_class
+from pipeline.sampling import stratified_rows
 from pipeline.text import EOS_ID, PAD_ID
 
 
@@ -81,18 +81,8 @@ class Corpus:
             return self
         if self.labels is None:
             raise PipelineError("labeled_sample needs a labeled split")
-        from sklearn.model_selection import train_test_split
-
-        classes = np.unique(self.labels)
-        if count < len(classes):
-            raise PipelineError(f"classifier.train_examples={count} is smaller than the "
-                                f"number of classes ({len(classes)})")
-        try:
-            chosen, _ = train_test_split(np.arange(len(self)), train_size=count,
-                                         random_state=seed, stratify=self.labels)
-        except ValueError:  # a class too rare to stratify: plain random sample
-            chosen = np.random.default_rng(seed).choice(len(self), count, replace=False)
-        return self.take(keep_every_class(chosen, self.labels, seed))
+        return self.take(stratified_rows(self.labels, count, seed,
+                                         "classifier.train_examples"))
 
 
 # ---------------------------------------------------------------- language model

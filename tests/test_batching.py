@@ -108,7 +108,7 @@ def test_labeled_sample_is_stratified_seeded_and_a_true_subset() -> None:
         doc = tuple(sample.ids[sample.offsets[i]:sample.offsets[i + 1]])
         assert (doc, int(sample.labels[i])) in originals
     assert corpus.labeled_sample(None, seed=1) is corpus
-    with pytest.raises(PipelineError, match="smaller than the number of classes"):
+    with pytest.raises(PipelineError, match="train_examples=1 is fewer than the 2 classes"):
         corpus.labeled_sample(1, seed=1)
 
 

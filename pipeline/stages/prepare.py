@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -13,7 +12,7 @@ from pipeline.config import PrepareParams, load_params
 from pipeline.datasets import get_dataset
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path, require, write_json
-from pipeline.sampling import keep_every_class
+from pipeline.sampling import stratified_rows
 from pipeline.text import clean_text
 
 
@@ -34,19 +33,7 @@ def stratified_sample(frame: pd.DataFrame, n: int | None, seed: int, key: str
     """At most ``n`` rows, every class kept (``key`` names the setting in errors)."""
     if n is None or n >= len(frame):
         return frame
-    classes = frame["label"].nunique()
-    if n < classes:
-        raise PipelineError(f"{key}={n} is fewer than the {classes} classes: "
-                            f"a sample of it cannot hold every class")
-    labels = frame["label"].to_numpy()
-    stratify = labels if frame["label"].value_counts().min() >= 2 else None
-    rows = np.arange(len(frame))
-    try:
-        chosen, _ = train_test_split(rows, train_size=n, random_state=seed, stratify=stratify)
-    except ValueError:  # what is left out too small to hold every class: not stratified
-        chosen, _ = train_test_split(rows, train_size=n, random_state=seed)
-    # without stratifying (a class with one row), a random sample can miss a class
-    sample = frame.iloc[keep_every_class(chosen, labels, seed)]
+    sample = frame.iloc[stratified_rows(frame["label"].to_numpy(), n, seed, key)]
     return sample.sort_index().reset_index(drop=True)
 
 
