@@ -15,7 +15,6 @@ from typing import NamedTuple
 
 import pytest
 import yaml
-from filelock import FileLock
 
 from tests.tiny_imdb import build_archive
 
@@ -143,48 +142,22 @@ class TinyRun(NamedTuple):
     output: str  # what the first `dvc repro` printed
 
 
-def _make_tiny_run(parent: Path, archive: Path) -> TinyRun:
-    root = make_project(parent / "repo", tiny_params(archive))
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> TinyRun:
+    """One whole `dvc repro` of the tiny project with the default tiny params. Tests that
+    need a project that has run work on their own copy (`copy_project`): never change it."""
+    root = make_project(tmp_path_factory.mktemp("tiny_run") / "repo", tiny_params(tiny_archive))
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}  # its own store, always
     return TinyRun(root, run(["dvc", "repro"], cwd=root, env=env).stdout)
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path,
-             worker_id: str) -> TinyRun:
-    """One whole `dvc repro` of the tiny project with the default tiny params. Tests that
-    need a project that has run work on their own copy (`copy_project`): never change it.
-
-    Under pytest-xdist every worker gets the same run: the first to ask makes it under a
-    file lock in the session's temporary folder (the one above each worker's own); the
-    others wait, then read where it is. A failed run is recorded too, so the others fail
-    at once with its message instead of repeating it."""
-    if worker_id == "master":  # not under xdist
-        return _make_tiny_run(tmp_path_factory.mktemp("tiny_run"), tiny_archive)
-    shared = tmp_path_factory.getbasetemp().parent
-    record = shared / "tiny_run.json"
-    with FileLock(shared / "tiny_run.json.lock"):
-        if not record.is_file():
-            try:
-                made = _make_tiny_run(tmp_path_factory.mktemp("tiny_run"), tiny_archive)
-            except BaseException as error:
-                record.write_text(json.dumps({"error": f"{type(error).__name__}: {error}"}))
-                raise
-            record.write_text(json.dumps({"root": str(made.root), "output": made.output}))
-        saved = json.loads(record.read_text())
-    if "error" in saved:
-        pytest.fail(f"the shared tiny run failed on another worker: {saved['error']}")
-    return TinyRun(Path(saved["root"]), saved["output"])
-
-
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (--dist loadgroup) the tests of one module that use `tiny_run`,
-    directly or through a fixture, run on one worker (module-scoped fixtures copy the run
-    once and their tests build on each other); different modules' go to either worker."""
+    """Under pytest-xdist (--dist loadgroup) every test that uses `tiny_run`, directly or
+    through a fixture, runs on one worker: the one that made the run."""
     for item in items:
         if "tiny_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(f"tiny_run-{item.path.stem}"))
+            item.add_marker(pytest.mark.xdist_group("tiny_run"))
 
 
 def copy_project(source: Path, dest: Path) -> Path:
