@@ -14,7 +14,6 @@ stage; run from the repository root after ``dvc repro vocab``:
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import subprocess
@@ -26,22 +25,15 @@ import torch
 import yaml
 
 from pipeline.batching import Corpus
+from pipeline.config import Params, load_params, with_overrides
 from pipeline.models import load_checkpoint
 from pipeline.tasks import predict_proba
 
 
-def setting(params: dict, key: str, value: object) -> None:
-    *parents, last = key.split(".")
-    for name in parents:
-        params = params[name]
-    params[last] = value
-
-
-def write_params(base: dict, changes: dict, path: Path) -> Path:
-    params = copy.deepcopy(base)
-    for key, value in changes.items():
-        setting(params, key, value)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+def write_params(params: Params, changes: dict, path: Path) -> Path:
+    """params.yaml with dotted-key changes, validated as the stages will read it."""
+    changed = with_overrides(params, changes, str(path))
+    path.write_text(yaml.safe_dump(changed.model_dump(mode="json"), sort_keys=False))
     return path
 
 
@@ -58,9 +50,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{args.out.resolve()}/mlflow.db")
 
-    base = yaml.safe_load(Path("params.yaml").read_text())
-    studies = base["studies"]
-    n1000 = {**studies["common"], **studies["learning_curve"]["n1000"]["set"]}
+    base = load_params(Path("params.yaml"))
+    n1000 = {**base.studies.common, **base.studies.learning_curve["n1000"].set}
     own = {"pretrain.epochs": args.lm_epochs,
            "runtime.checkpoint_dir": str(args.out / "checkpoints")}
     lm = args.out / f"lm_{args.lm_epochs}x1000.pt"
