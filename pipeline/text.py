@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
+from multiprocessing.pool import Pool
 from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
@@ -159,7 +160,7 @@ _ODD_SPACE = re.compile(r"[^\S ]|  ")  # whitespace other than single spaces
 _tokenizer: ChunkTokenizer | None = None
 
 
-def _init_worker(lowercase: bool) -> None:
+def _load_tokenizer(lowercase: bool) -> None:
     global _tokenizer
     if _tokenizer is not None and _tokenizer.lowercase == lowercase:
         return  # kept between calls: loading spaCy's English rules takes ~0.3 s (serving)
@@ -180,17 +181,52 @@ def _tokenize_batch_to_arrow(texts: Sequence[str]) -> pa.ListArray:
     return pa.array(_tokenize_batch(texts), type=TOKEN_LISTS)
 
 
-def _map_batches(function: Callable[[Sequence[str]], T], texts: Sequence[str],
-                 lowercase: bool, workers: int, batch_size: int) -> Iterator[T]:
-    batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
-    if workers <= 1 or len(batches) <= 1:
-        _init_worker(lowercase)
-        for batch in batches:
-            yield function(batch)
-        return
-    with get_context("fork").Pool(workers, initializer=_init_worker,
-                                  initargs=(lowercase,)) as pool:
-        yield from pool.imap(function, batches)
+class TokenizerPool:
+    """Processes that tokenize batches of texts, kept for as long as the ``with`` block.
+
+    spaCy is loaded once, in this process before the fork (importing it costs each new
+    process 2-4 s), and each worker keeps its chunk cache from one call to the next: the
+    tokenize stage's four splits share most of their chunks. Workers start with an empty
+    cache. With ``workers <= 1``, or a single batch, the texts are tokenized in this process.
+    """
+
+    def __init__(self, lowercase: bool = True, workers: int = 1,
+                 batch_size: int = 1000) -> None:
+        self.lowercase, self.workers, self.batch_size = lowercase, workers, batch_size
+        self._pool: Pool | None = None
+
+    def __enter__(self) -> TokenizerPool:
+        _load_tokenizer(self.lowercase)
+        if self.workers > 1:
+            assert _tokenizer is not None
+            _tokenizer.cache.clear()  # what this process cached stays out of the workers
+            self._pool = get_context("fork").Pool(self.workers)  # they inherit _tokenizer
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            self._pool.terminate()  # as Pool's own ``with``: every result has been read
+            self._pool.join()
+            self._pool = None
+
+    def _map(self, function: Callable[[Sequence[str]], T],
+             texts: Sequence[str]) -> Iterator[T]:
+        size = self.batch_size
+        batches = [texts[i:i + size] for i in range(0, len(texts), size)]
+        if self._pool is None or len(batches) <= 1:
+            _load_tokenizer(self.lowercase)
+            for batch in batches:
+                yield function(batch)
+            return
+        yield from self._pool.imap(function, batches)
+
+    def token_lists(self, texts: Sequence[str]) -> Iterator[list[list[str]]]:
+        """The texts' token lists, batch by batch, in order."""
+        return self._map(_tokenize_batch, texts)
+
+    def arrow_batches(self, texts: Sequence[str]) -> Iterator[pa.ListArray]:
+        """The same, each batch as one Arrow ``list<string>`` array (built by the worker)."""
+        return self._map(_tokenize_batch_to_arrow, texts)
 
 
 def tokenize(texts: Sequence[str], lowercase: bool = True, workers: int = 1,
@@ -201,16 +237,19 @@ def tokenize(texts: Sequence[str], lowercase: bool = True, workers: int = 1,
     chunk between spaces; the same tokens as spaCy on each whole text). With
     ``workers > 1`` a process pool runs one per process (token strings are cheaper to send
     back than spaCy Docs, which is why this beats ``nlp.pipe(n_process=…)``). The output
-    is identical to one process.
+    is identical to one process. To tokenize several lists of texts with one set of
+    processes, use :class:`TokenizerPool`.
     """
-    yield from _map_batches(_tokenize_batch, texts, lowercase, workers, batch_size)
+    with TokenizerPool(lowercase, workers, batch_size) as pool:
+        yield from pool.token_lists(texts)
 
 
 def tokenize_to_arrow(texts: Sequence[str], lowercase: bool = True, workers: int = 1,
                       batch_size: int = 1000) -> Iterator[pa.ListArray]:
     """:func:`tokenize`, each batch as one Arrow ``list<string>`` array (the tokenize stage's
     way: workers build the arrays, the parent only writes them)."""
-    yield from _map_batches(_tokenize_batch_to_arrow, texts, lowercase, workers, batch_size)
+    with TokenizerPool(lowercase, workers, batch_size) as pool:
+        yield from pool.arrow_batches(texts)
 
 
 # ---------------------------------------------------------------- vocabulary

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import random
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from pipeline.errors import PipelineError
 from pipeline.stages.prepare import split_valid, stratified_sample
+from pipeline.stages.vocab import count_tokens, encode_split
+from pipeline.text import UNK_ID, Vocab
 from tests.conftest import stage, tiny_params
 from tests.tiny_imdb import build_members, write_archive
 
@@ -65,6 +71,28 @@ def test_id_arrays_round_trip(prepared: Path) -> None:
     assert first == list(tokens[0])
     labels = np.load(vocab_dir / "train_labels.npy")
     assert labels.dtype == np.int64 and len(labels) == len(tokens)
+
+
+def test_arrow_counting_and_encoding_match_python(tmp_path: Path) -> None:
+    """The stage counts and encodes in Arrow; the result must be Counter's counts and
+    Vocab.encode's ids: specials, accents, emoji, empty documents, unknown words."""
+    rng = random.Random(3)
+    words = ["the", "film", "café", "cafe\u0301", "😀", "<unk>", "<pad>", "n't", "", " "]
+    docs = [[rng.choice(words) for _ in range(rng.randrange(0, 12))] for _ in range(300)]
+    schema = pa.schema([("id", pa.string()), ("tokens", pa.list_(pa.string()))])
+    source = tmp_path / "train.parquet"
+    pq.write_table(pa.table({"id": [str(i) for i in range(300)], "tokens": docs},
+                            schema=schema), source, row_group_size=64)  # several chunks
+    counts = count_tokens([source])
+    assert counts == Counter(token for doc in docs for token in doc)
+    vocab = Vocab.build(counts, min_freq=1, max_size=8)  # some words stay unknown
+    stats = encode_split(source, vocab, tmp_path, "train")
+    ids, offsets = np.load(tmp_path / "train_ids.npy"), np.load(tmp_path / "train_offsets.npy")
+    assert ids.dtype == np.int32 and offsets.dtype == np.int64
+    assert [list(ids[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)] == [
+        list(vocab.encode(doc)) for doc in docs]
+    assert stats["documents"] == 300 and stats["tokens"] == len(ids)
+    assert stats["unk_rate"] == pytest.approx(float(np.mean(ids == UNK_ID)))
 
 
 def test_test_only_words_are_unknown(tmp_path: Path, pipeline_env: dict) -> None:

@@ -12,6 +12,7 @@ from pipeline.text import (
     UNK,
     UNK_ID,
     ChunkTokenizer,
+    TokenizerPool,
     Vocab,
     clean_text,
     tokenize,
@@ -105,6 +106,22 @@ def test_arrow_tokenization_matches_token_lists() -> None:
         arrays = list(tokenize_to_arrow(texts, workers=workers, batch_size=7))
         assert len(arrays) == 8
         assert [doc for array in arrays for doc in array.to_pylist()] == expected
+
+
+def test_a_pool_kept_for_several_calls_gives_the_same_tokens_as_one_process() -> None:
+    """The tokenize stage's way: one pool for all splits, its workers' chunk caches kept
+    from one call to the next (the second list repeats the first one's chunks)."""
+    first = [f"Film {i}: it wasn't bad :) was it? {'Loved' if i % 2 else 'hated'} it."
+             for i in range(41)]
+    second = [f"{text} And 'bout time, talkin' 'bout it!" for text in reversed(first)]
+    expected = [[doc for batch in tokenize(texts, workers=1, batch_size=5) for doc in batch]
+                for texts in (first, second)]
+    with TokenizerPool(workers=2, batch_size=5) as pool:
+        got = [[doc for batch in pool.token_lists(texts) for doc in batch]
+               for texts in (first, second)]
+        arrays = list(pool.arrow_batches(second))
+    assert got == expected
+    assert [doc for array in arrays for doc in array.to_pylist()] == expected[1]
 
 
 def test_vocab_is_deterministic_and_bounded() -> None:

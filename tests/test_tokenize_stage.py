@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.config import TokenizeParams
 from pipeline.stages.tokenize import MAX_AUTO_WORKERS, tokenize_split, worker_count
+from pipeline.text import TokenizerPool
 
 
 def test_zero_workers_means_one_per_available_core_at_most_eight() -> None:
@@ -31,7 +32,8 @@ def test_split_is_written_identically_with_one_and_automatic_workers(tmp_path: P
     written = {}
     for workers in (1, 0):
         target = tmp_path / f"tokens-{workers}.parquet"
-        assert tokenize_split(source, target, TokenizeParams(workers=workers, batch_size=7)) == 60
+        with TokenizerPool(workers=worker_count(workers), batch_size=7) as pool:
+            assert tokenize_split(source, target, pool) == 60
         written[workers] = pq.read_table(target)
     assert written[0].equals(written[1])
     assert written[1].column("tokens")[1].as_py() == [
