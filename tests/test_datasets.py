@@ -40,9 +40,17 @@ def test_read_imdb_tables(tmp_path: Path, tiny_archive: Path) -> None:
     assert splits.train["id"].is_unique
 
 
+def special(name: str, kind: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    return info
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (lambda: tarfile.TarInfo("aclImdb/../../evil.txt"), "refusing unsafe member"),
-    (lambda: tarfile.TarInfo("/etc/evil.txt"), "refusing unsafe member"),
+    (lambda: tarfile.TarInfo("/etc/evil.txt"), "refusing unsafe member.*absolute"),
+    (lambda: special("aclImdb/train/pos/fifo", tarfile.FIFOTYPE), "refusing unsafe member"),
+    (lambda: special("aclImdb/dev/tty", tarfile.CHRTYPE), "a device or FIFO"),
 ])
 def test_unsafe_members_are_refused(tmp_path: Path, extra, message: str) -> None:
     info = extra()
@@ -50,6 +58,13 @@ def test_unsafe_members_are_refused(tmp_path: Path, extra, message: str) -> None
     archive = write_archive(tmp_path / "a.tar.gz", build_members(2, 2, 2), [info])
     with pytest.raises(PipelineError, match=message):
         verify_imdb(raw_dir_with(tmp_path, archive), expect_full_size=False)
+
+
+def test_dots_inside_a_name_are_not_a_parent_folder(tmp_path: Path) -> None:
+    odd = tarfile.TarInfo("aclImdb/README..old")
+    odd.size = 1
+    archive = write_archive(tmp_path / "a.tar.gz", build_members(2, 2, 2), [odd])
+    assert verify_imdb(raw_dir_with(tmp_path, archive), expect_full_size=False)["train/pos"] == 2
 
 
 def test_links_are_refused(tmp_path: Path) -> None:
