@@ -18,7 +18,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -131,7 +131,7 @@ def _unsafe(member: tarfile.TarInfo) -> str | None:
     """
     if member.name.startswith(("/", "\\")):
         return "absolute path"
-    if ".." in PurePosixPath(member.name).parts:
+    if ".." in member.name.split("/"):
         return "'..' in the path"
     if not (member.isfile() or member.isdir()):
         return "neither a file nor a folder (a device or FIFO)"
