@@ -55,12 +55,12 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     prepared = Path(args.prepared)
+    sources = {s: require(prepared / f"{s}.parquet", f"prepared {s} table") for s in SPLITS}
     settings = params.tokenize
     with atomic_path(args.out) as staging, TokenizerPool(
             settings.lowercase, worker_count(settings.workers), settings.batch_size) as pool:
         staging.mkdir()
-        for split in SPLITS:  # one pool for all: its workers' chunk caches carry over
-            source = require(prepared / f"{split}.parquet", f"prepared {split} table")
+        for split, source in sources.items():  # one pool for all: workers' caches carry over
             tokenize_split(source, staging / f"{split}.parquet", pool)
 
 

@@ -50,7 +50,7 @@ def encode_split(tokens_path: Path, vocab: Vocab, out_dir: Path, split: str) -> 
     docs = token_lists(tokens_path)
     # each token's index in the vocabulary (Vocab.encode's mapping), <unk> where it has none
     found = pc.index_in(pc.list_flatten(docs), value_set=pa.array(vocab.itos, pa.string()))
-    ids = pc.fill_null(found, UNK_ID).to_numpy(zero_copy_only=False).astype(np.int32)
+    ids = pc.fill_null(found, UNK_ID).to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
     lengths = pc.list_value_length(docs).to_numpy(zero_copy_only=False)
     offsets = np.zeros(len(docs) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
