@@ -60,6 +60,8 @@ class FilesParams(Section):
     unlabeled: list[str] = []  # extra pretraining text: .txt (a document per line), CSV, Parquet
     text_column: str = Field("text", min_length=1)
     label_column: str = Field("label", min_length=1)
+    group_column: str | None = Field(None, min_length=1)  # train rows sharing a value (an
+    # author, a product) stay on one side of the validation hold-out (prepare.valid_split)
 
     @field_validator("train", "test", "valid")
     @classmethod
@@ -77,6 +79,9 @@ class FilesParams(Section):
     def _columns_differ(self) -> FilesParams:
         if self.text_column == self.label_column:  # the classifiers would read the answer
             raise ValueError(f"text_column and label_column are both {self.text_column!r}")
+        if self.group_column in (self.text_column, self.label_column):
+            raise ValueError(f"group_column {self.group_column!r} is also the text or label "
+                             "column")
         return self
 
     @model_validator(mode="after")
@@ -123,6 +128,7 @@ class FetchParams(Section):
 
 class PrepareParams(Section):
     valid_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    valid_split: Literal["grouped", "random"] = "grouped"  # grouped: whole movies (IMDB)
     seed: int = Field(13, ge=0, le=2**32 - 1)
     max_train: int | None = Field(None, gt=0)
     max_unlabeled: int | None = Field(None, ge=0)

@@ -2,7 +2,9 @@
 
 A dataset is a few source files (URL + public checksum), a ``verify`` step run by
 the fetch stage, and a ``read`` step run by the prepare stage that turns the raw
-files into tables with ``id``, ``text`` and ``label`` (int) columns (IMDB adds ``rating``).
+files into tables with ``id``, ``text`` and ``label`` (int) columns (IMDB adds ``rating``,
+and ``group`` to train: the movie each review is about, so that the prepare stage can hold
+out whole movies for validation, as IMDB's test set holds other movies than its train set).
 
 Registered: ``imdb`` (Maas et al., 2011), ``sst2`` (the binary sentence split of
 Kim, 2014) and ``files``: your own CSV / Parquet files, named in params (data.files).
@@ -43,6 +45,7 @@ class RawSplits:
     unlabeled: pd.DataFrame  # may have no rows: pretraining then reads the train text only
     valid: pd.DataFrame | None = None  # when the dataset ships its own dev split
     label_names: tuple[str, ...] | None = None  # when the data decides them (data.files)
+    grouping: str | None = None  # how train's ``group`` column was made, when it has one
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,13 @@ def check_full_size(where: str, found: Mapping[str, int], expected: Mapping[str,
 
 IMDB_ARCHIVE = "aclImdb_v1.tar.gz"
 IMDB_MEMBER = re.compile(r"^aclImdb/(train|test)/(pos|neg|unsup)/(\d+)_(\d+)\.txt$")
+IMDB_URLS = re.compile(r"^aclImdb/(train|test)/urls_(pos|neg|unsup)\.txt$")
+IMDB_MOVIE = re.compile(r"/title/(tt\d+)")
+# IMDB lists each movie's reviews under consecutive ids (review <id> is line <id> of
+# urls_<polarity>.txt). Archives without those lists (the data mirror used in development)
+# group reviews by blocks of this many ids instead: at most 30 reviews per movie, so a
+# block boundary splits at most one movie between train and valid.
+IMDB_ID_BLOCK = 50
 IMDB_FULL_COUNTS = {
     "train/pos": 12500,
     "train/neg": 12500,
@@ -177,10 +187,40 @@ def verify_imdb(raw_dir: Path, expect_full_size: bool) -> dict[str, int]:
     return found
 
 
+def imdb_movie_groups(reviews: pd.DataFrame, urls: dict[str, list[str]], shown: str
+                      ) -> tuple[pd.Series, str]:
+    """Each labeled train review's movie (from the archive's URL lists), or, where a list is
+    missing, its block of IMDB_ID_BLOCK consecutive review ids; and how groups were made."""
+    polarity = reviews["id"].str.split("/").str[1]
+    number = reviews["id"].str.split("/").str[2].astype(int)
+    if all(key in urls for key in ("pos", "neg")):
+        def movie(pol: str, review_id: int) -> str:
+            lines = urls[pol]
+            if review_id >= len(lines):
+                raise PipelineError(f"{shown}: aclImdb/train/urls_{pol}.txt has {len(lines)} "
+                                    f"line(s), but review {review_id} needs line {review_id + 1}")
+            found = IMDB_MOVIE.search(lines[review_id])
+            return found[1] if found else lines[review_id].strip()
+        movies = [movie(pol, review_id) for pol, review_id in zip(polarity, number, strict=True)]
+        return (pd.Series(movies, index=reviews.index, dtype=object),
+                "movies (the archive's URL lists)")
+    blocks = polarity + ":" + (number // IMDB_ID_BLOCK).astype(str)
+    return blocks.astype(object), (f"blocks of {IMDB_ID_BLOCK} consecutive review ids (the archive "
+                                   "has no URL lists; IMDB lists a movie's reviews together)")
+
+
 def read_imdb(raw_dir: Path) -> RawSplits:
     rows: dict[str, list[dict]] = {"train": [], "test": [], "unsup": []}
+    urls: dict[str, list[str]] = {}  # train polarity -> its URL list (one line per review id)
     archive = raw_dir / IMDB_ARCHIVE
     for tar, member in _safe_members(archive):
+        if (listed := IMDB_URLS.match(member.name)) and member.isfile():
+            if listed[1] == "train":
+                handle = tar.extractfile(member)
+                assert handle is not None  # regular file
+                urls[listed[2]] = decode_utf8(handle.read(), f"{archive}: member {member.name}"
+                                              ).splitlines()
+            continue
         match = IMDB_MEMBER.match(member.name)
         if not (match and member.isfile()):
             continue
@@ -200,8 +240,10 @@ def read_imdb(raw_dir: Path) -> RawSplits:
         # tar order is arbitrary: sort so the same archive always gives the same tables
         return frame.sort_values("id", kind="stable", ignore_index=True)
 
-    return RawSplits(train=table("train", True), test=table("test", True),
-                     unlabeled=table("unsup", False))
+    train = table("train", True)
+    groups, grouping = imdb_movie_groups(train, urls, str(archive))
+    return RawSplits(train=train.assign(group=groups), test=table("test", True),
+                     unlabeled=table("unsup", False), grouping=grouping)
 
 
 IMDB = Dataset(
@@ -298,6 +340,7 @@ def own_files_layout(settings: FilesParams) -> dict:
     return {
         "text_column": settings.text_column,
         "label_column": settings.label_column,
+        "group_column": settings.group_column,
         "train": entry(settings.train, "train"),
         "valid": None if settings.valid is None else entry(settings.valid, "valid"),
         "test": entry(settings.test, "test"),
@@ -404,12 +447,23 @@ def read_own_files(raw_dir: Path) -> RawSplits:
     text_col, label_col = layout["text_column"], layout["label_column"]
     columns = {text_col: "data.files.text_column", label_col: "data.files.label_column"}
 
+    group_col = layout.get("group_column")  # absent in manifests written before it existed
+
     def labeled(split: str) -> tuple[pd.DataFrame, pd.Series]:
         entry = layout[split]
-        frame = read_table(raw_dir / entry["name"], columns, entry["origin"])
+        grouped = split == "train" and group_col is not None and layout["valid"] is None
+        wanted = {**columns, group_col: "data.files.group_column"} if grouped else columns
+        frame = read_table(raw_dir / entry["name"], wanted, entry["origin"])
         labels = label_strings(frame[label_col], entry["origin"], label_col)
         table = pd.DataFrame({"id": [f"{split}/{i}" for i in range(1, len(frame) + 1)],
                               "text": cell_text(frame[text_col], entry["origin"], text_col)})
+        if grouped:
+            groups = cell_text(frame[group_col], entry["origin"], group_col)
+            if (groups == "").any():
+                row = int((groups == "").to_numpy().argmax()) + 1
+                raise PipelineError(f"{entry['origin']}: data row {row} has no value in column "
+                                    f"{group_col!r} (data.files.group_column)")
+            table["group"] = groups
         return table, labels
 
     raw = {split: labeled(split) for split in ("train", "valid", "test") if layout[split]}
@@ -439,7 +493,9 @@ def read_own_files(raw_dir: Path) -> RawSplits:
     return RawSplits(
         train=tables["train"], test=tables["test"], valid=tables.get("valid"),
         unlabeled=pd.concat(unlabeled, ignore_index=True) if unlabeled else no_documents(),
-        label_names=tuple(names))
+        label_names=tuple(names),
+        grouping=(f"column {group_col!r} (data.files.group_column)"
+                  if "group" in tables["train"] else None))
 
 
 def verify_own_files(raw_dir: Path, expect_full_size: bool) -> dict[str, int]:

@@ -13,6 +13,11 @@ from tests.conftest import REPO, SHARED_DATA, stage
 MIRROR = SHARED_DATA / "aclImdb_v1.tar.gz"
 
 
+def id_blocks(frame: pd.DataFrame) -> set[tuple[str, int]]:
+    """(polarity, review id // 50) of each review ("train/pos/123")."""
+    return {(polarity, int(number) // 50) for _, polarity, number in frame["id"].str.split("/")}
+
+
 @pytest.mark.skipif(not MIRROR.exists(), reason=f"no IMDB mirror at {MIRROR}")
 def test_fetch_and_prepare_real_imdb(tmp_path: Path, pipeline_env: dict) -> None:
     params = (REPO / "params.yaml").read_text().replace(
@@ -28,3 +33,9 @@ def test_fetch_and_prepare_real_imdb(tmp_path: Path, pipeline_env: dict) -> None
     test = pd.read_parquet(tmp_path / "data/prepared/test.parquet")
     assert test["label"].value_counts().to_dict() == {0: 12500, 1: 12500}
     assert not test["text"].str.contains("<br", regex=False).any()
+    # the mirror has no URL lists: whole blocks of 50 review ids are held out, balanced
+    assert info["valid_holdout"].startswith("whole groups: blocks of 50")
+    train, valid = (pd.read_parquet(tmp_path / f"data/prepared/{s}.parquet")
+                    for s in ("train", "valid"))
+    assert valid["label"].value_counts().to_dict() == {0: 1250, 1: 1250}
+    assert not id_blocks(train) & id_blocks(valid)

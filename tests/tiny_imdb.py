@@ -56,8 +56,15 @@ def rating(rng: random.Random, polarity: str) -> int:
     return {"pos": rng.randint(7, 10), "neg": rng.randint(1, 4), "unsup": 0}[polarity]
 
 
+def movie_url(review_id: int) -> str:
+    """IMDB's URL for review ``review_id`` of a list: here two reviews of each polarity
+    per movie, every movie with positive and negative reviews (as in IMDB)."""
+    return f"http://www.imdb.com/title/tt{1000000 + review_id // 2}/usercomments"
+
+
 def build_members(per_class_train: int = 20, per_class_test: int = 10, unlabeled: int = 30,
-                  seed: int = 0) -> dict[str, bytes]:
+                  seed: int = 0, urls: bool = True) -> dict[str, bytes]:
+    """The archive's members; ``urls``: with IMDB's URL lists (review id -> its movie)."""
     rng = random.Random(seed)
     members: dict[str, bytes] = {
         "aclImdb/README": b"Tiny test dataset in the layout of the Large Movie Review Dataset.\n",
@@ -70,6 +77,9 @@ def build_members(per_class_train: int = 20, per_class_test: int = 10, unlabeled
         for i in range(count):
             name = f"aclImdb/{split}/{polarity}/{i}_{rating(rng, polarity)}.txt"
             members[name] = review(rng, polarity).encode("utf-8")
+        if urls:
+            members[f"aclImdb/{split}/urls_{polarity}.txt"] = "".join(
+                movie_url(i) + "\n" for i in range(count)).encode()
     return members
 
 
