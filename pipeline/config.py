@@ -60,8 +60,9 @@ class FilesParams(Section):
     unlabeled: list[str] = []  # extra pretraining text: .txt (a document per line), CSV, Parquet
     text_column: str = Field("text", min_length=1)
     label_column: str = Field("label", min_length=1)
-    group_column: str | None = Field(None, min_length=1)  # train rows sharing a value (an
-    # author, a product) stay on one side of the validation hold-out (prepare.valid_split)
+    # train rows sharing a value (an author, a product) stay on one side of the validation
+    # hold-out (prepare.valid_split: grouped); unused when a valid file is given
+    group_column: str | None = Field(None, min_length=1)
 
     @field_validator("train", "test", "valid")
     @classmethod
