@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("block", type=int, nargs="?", default=50)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--rnn", action="store_true", help="also train rnn_scratch (~25 min)")
+    parser.add_argument("--seed", type=int, help="runtime.seed (initialization, batch order)")
     args = parser.parse_args()
     work = args.work.resolve()
     shutil.rmtree(work, ignore_errors=True)
@@ -69,6 +70,8 @@ def main() -> None:
         valid.to_parquet(work / "data/prepared/valid.parquet", index=False)
     params = yaml.safe_load(Path("params.yaml").read_text())
     params["classifier"]["max_len"] = 400
+    if args.seed is not None:
+        params["runtime"]["seed"] = args.seed
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db"}
 
@@ -88,7 +91,8 @@ def main() -> None:
                                       vocab_size=info["vocab_size"])
         probs = predict_proba(model, test, 256, blob["max_len"], runtime.device, runtime)
         summary = json.loads((work / "reports/train" / f"{variant}.json").read_text())
-        print(json.dumps({"mode": args.mode, "block": args.block, "variant": variant,
+        print(json.dumps({"mode": args.mode, "block": args.block, "seed": args.seed,
+                          "variant": variant,
                           "valid_accuracy": summary["valid_accuracy"],
                           "test_accuracy": float((probs.argmax(1) == test.labels).mean()),
                           "best_epoch": summary["best_epoch"]}))
