@@ -109,7 +109,7 @@ def check_full_size(where: str, found: Mapping[str, int], expected: Mapping[str,
 
 IMDB_ARCHIVE = "aclImdb_v1.tar.gz"
 IMDB_MEMBER = re.compile(r"^aclImdb/(train|test)/(pos|neg|unsup)/(\d+)_(\d+)\.txt$")
-IMDB_URLS = re.compile(r"^aclImdb/(train|test)/urls_(pos|neg|unsup)\.txt$")
+IMDB_TRAIN_URLS = re.compile(r"^aclImdb/train/urls_(pos|neg)\.txt$")
 IMDB_MOVIE = re.compile(r"/title/(tt\d+)")
 # IMDB lists each movie's reviews under consecutive ids (review <id> is line <id> of
 # urls_<polarity>.txt). Archives without those lists (the data mirror used in development)
@@ -214,12 +214,11 @@ def read_imdb(raw_dir: Path) -> RawSplits:
     urls: dict[str, list[str]] = {}  # train polarity -> its URL list (one line per review id)
     archive = raw_dir / IMDB_ARCHIVE
     for tar, member in _safe_members(archive):
-        if (listed := IMDB_URLS.match(member.name)) and member.isfile():
-            if listed[1] == "train":
-                handle = tar.extractfile(member)
-                assert handle is not None  # regular file
-                urls[listed[2]] = decode_utf8(handle.read(), f"{archive}: member {member.name}"
-                                              ).splitlines()
+        if (listed := IMDB_TRAIN_URLS.match(member.name)) and member.isfile():
+            handle = tar.extractfile(member)
+            assert handle is not None  # regular file
+            urls[listed[1]] = decode_utf8(handle.read(), f"{archive}: member {member.name}"
+                                          ).splitlines()
             continue
         match = IMDB_MEMBER.match(member.name)
         if not (match and member.isfile()):

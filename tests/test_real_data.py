@@ -8,14 +8,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.datasets import IMDB_ID_BLOCK
 from tests.conftest import REPO, SHARED_DATA, stage
 
 MIRROR = SHARED_DATA / "aclImdb_v1.tar.gz"
 
 
 def id_blocks(frame: pd.DataFrame) -> set[tuple[str, int]]:
-    """(polarity, review id // 50) of each review ("train/pos/123")."""
-    return {(polarity, int(number) // 50) for _, polarity, number in frame["id"].str.split("/")}
+    """(polarity, review id // IMDB_ID_BLOCK) of each review ("train/pos/123")."""
+    return {(polarity, int(number) // IMDB_ID_BLOCK)
+            for _, polarity, number in frame["id"].str.split("/")}
 
 
 @pytest.mark.skipif(not MIRROR.exists(), reason=f"no IMDB mirror at {MIRROR}")
