@@ -31,7 +31,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -129,14 +129,17 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
     subprocess.run(["dvc", "queue", "remove", *names], capture_output=True)
     for name in names:
         subprocess.run(["dvc", "exp", "remove", name], capture_output=True)
+    # rows still listed under these names (a removal that did not take) are not this run's
+    stale = {task for task, _, _ in queue_rows(dvc("queue", "status"), names)}
     for name, point in points.items():
         queue_point(prefix, name, point)
     start_workers(jobs)
-    wait(points, prefix, jobs)
+    wait(points, prefix, jobs, stale)
 
 
 NO_WORKERS = "Worker status: 0 active, 0 idle"
 POLL_SECONDS = 10.0  # between two `dvc queue status`
+MISSING_POLLS = 10  # listings in a row without one of the study's tasks before giving up
 
 
 def queue_rows(status: str, names: list[str]) -> list[tuple[str, str, str]]:
@@ -146,28 +149,41 @@ def queue_rows(status: str, names: list[str]) -> list[tuple[str, str, str]]:
             if len(words) > 1 and words[1] in names]
 
 
-def queue_states(status: str, names: list[str]) -> dict[str, str]:
-    """{experiment name: state}; a name queued again keeps an old row, so the liveliest
-    state wins (Running, Queued, Success, then anything else, e.g. Failed)."""
+def queue_states(status: str, names: list[str], stale: Collection[str] = ()
+                 ) -> dict[str, str]:
+    """{experiment name: state}, leaving out the rows of ``stale`` task ids (killed or from an
+    earlier run). A name queued again keeps its old row, so the liveliest state wins
+    (Running, Queued, Success, then anything else, e.g. Failed)."""
     rank = {"Running": 0, "Queued": 1, "Success": 2}
     states: dict[str, str] = {}
-    for _, name, state in queue_rows(status, names):
+    for task, name, state in queue_rows(status, names):
+        if task in stale:
+            continue
         if name not in states or rank.get(state, 3) < rank.get(states[name], 3):
             states[name] = state
     return states
 
 
-def wait(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
-    """Poll the queue until the study's experiments are done; work round two DVC bugs."""
+def wait(points: dict[str, StudyPoint], prefix: str, jobs: int,
+         stale: Collection[str] = ()) -> None:
+    """Poll the queue until the study's experiments are done; work round three DVC bugs.
+    ``stale``: task ids listed under the study's names that are not this run's."""
     names = [f"{prefix}-{name}" for name in points]
-    restarts, polls_without_workers, polls_orphaned = 0, 0, 0
+    stale = set(stale)
+    restarts, polls_without_workers, polls_orphaned, polls_missing = 0, 0, 0, 0
     while True:
         status = dvc("queue", "status")
-        states = queue_states(status, names)
-        if not set(states.values()) & {"Queued", "Running"}:
+        states = queue_states(status, names, stale)
+        # 0. `dvc queue status` scans started tasks, then queued ones, then finished ones: a
+        # task that moves on between two scans is missing from that listing, not done.
+        missing = [name for name in names if name not in states]
+        polls_missing = polls_missing + 1 if missing else 0
+        if polls_missing == MISSING_POLLS:
+            raise PipelineError(f"{', '.join(missing)} left the queue:\n{status}")
+        if not missing and not set(states.values()) & {"Queued", "Running"}:
             break
         running = [(task, name) for task, name, state in queue_rows(status, names)
-                   if state == "Running"]
+                   if state == "Running" and task not in stale]
         # 1. DVC's workers can stop with tasks still queued (treeverse/dvc#10562): after
         # three polls in a row with no worker at all (not a slow start), start them again.
         # 2. A worker can take a task and shut down ("empty queue") before running it: the
@@ -184,6 +200,7 @@ def wait(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
                     print(f"[studies] {name} shows Running with no worker: queueing it again")
                     subprocess.run(["dvc", "queue", "kill", task], capture_output=True)
                     subprocess.run(["dvc", "queue", "remove", task], capture_output=True)
+                    stale.add(task)
                     point = name.removeprefix(f"{prefix}-")
                     queue_point(prefix, point, points[point])
             restarts, polls_without_workers, polls_orphaned = restarts + 1, 0, 0

@@ -50,6 +50,41 @@ def test_queue_states_reads_dvc_queue_status() -> None:
     assert queue_states(requeued, names)["budget-lm_short"] == "Running"
     done = requeued.replace("08:15 AM   Running", "08:15 AM   Success")
     assert queue_states(done, names)["budget-lm_short"] == "Success"
+    # the killed task's row is left out once it is known to be stale
+    assert queue_states(requeued, names, stale={"94bf70d"})["budget-lm_short"] == "Failed"
+    assert queue_states(requeued, names, stale={"182b67f"})["budget-lm_short"] == "Running"
+
+
+def test_wait_takes_a_task_missing_from_one_listing_for_not_done(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dvc queue status` scans started tasks before queued ones, so a task a worker takes
+    in between is in neither (seen in CI, 2026-11-28). `wait` must not read that as done,
+    nor read a stale row of the same name as the result."""
+    old_row = "182b67f  lc-n8   08:00 AM   Failed"
+    listings = iter([
+        f"Task Name Created Status\n{old_row}\n\nWorker status: 1 active, 0 idle\n",
+        f"Task Name Created Status\n{old_row}\n\nWorker status: 1 active, 0 idle\n",
+        f"Task Name Created Status\n94bf70d  lc-n8   08:15 AM   Running\n{old_row}\n\n"
+        "Worker status: 1 active, 0 idle\n",
+        f"Task Name Created Status\n94bf70d  lc-n8   08:15 AM   Success\n{old_row}\n\n"
+        "Worker status: 0 active, 1 idle\n"])
+    polled: list[str] = []
+
+    def fake_dvc(*args: str) -> str:
+        polled.append(" ".join(args))
+        return next(listings)
+
+    monkeypatch.setattr(pipeline.studies, "dvc", fake_dvc)
+    monkeypatch.setattr(pipeline.studies, "POLL_SECONDS", 0.0)
+    points = {"n8": StudyPoint(set={"classifier.train_examples": 8})}
+    pipeline.studies.wait(points, "lc", jobs=1, stale={"182b67f"})
+    assert polled == ["queue status"] * 4  # waited through both listings without its task
+
+    # a task that never comes back is an error, not a hang
+    monkeypatch.setattr(pipeline.studies, "dvc", lambda *args: f"Task Name Created Status\n"
+                        f"{old_row}\n\nWorker status: 1 active, 0 idle\n")
+    with pytest.raises(PipelineError, match="lc-n8 left the queue"):
+        pipeline.studies.wait(points, "lc", jobs=1, stale={"182b67f"})
 
 
 def test_study_points_layer_common_then_ablation_base_then_own_overrides() -> None:
