@@ -365,9 +365,11 @@ def save_checkpoint(path: Path, kind: str, config: dict, model: nn.Module,
         torch.save({"kind": kind, "config": config, "state_dict": state, **(extra or {})}, tmp)
 
 
-def load_checkpoint(path: Path, expect_kind: str | None = None,
-                    vocab_size: int | None = None) -> tuple[nn.Module, dict]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+def load_checkpoint(path: Path, expect_kind: str | None = None, vocab_size: int | None = None,
+                    vocab_sha256: str | None = None) -> tuple[nn.Module, dict]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``), checked
+    against the vocabulary it will read (its size, and its fingerprint where the checkpoint
+    records one)."""
     if not Path(path).is_file():
         raise PipelineError(f"missing model file: {path} (run the earlier stages: dvc repro)")
     try:
@@ -382,6 +384,12 @@ def load_checkpoint(path: Path, expect_kind: str | None = None,
         raise PipelineError(
             f"{path} was trained with a vocabulary of {found_vocab} words but the current "
             f"vocabulary has {vocab_size}: rerun the stages after vocab (dvc repro)"
+        )
+    if vocab_sha256 is not None and blob.get("vocab_sha256", vocab_sha256) != vocab_sha256:
+        raise PipelineError(
+            f"{path} was trained with another vocabulary (same size, other words or order; "
+            f"sha256 {blob['vocab_sha256'][:12]}… vs {vocab_sha256[:12]}…): use the vocabulary "
+            "it was trained with, or rerun the stages after vocab (dvc repro)"
         )
     model = build_model(kind, config)
     try:

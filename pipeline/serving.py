@@ -81,7 +81,7 @@ class TextClassifier:
         if not isinstance(itos, dict) or not isinstance(itos.get("itos"), list):
             raise PipelineError(f"{vocab_path} is not a vocabulary (expected {{'itos': [...]}})")
         vocab = Vocab(tuple(itos["itos"]))
-        model, blob = load_checkpoint(Path(checkpoint), vocab_size=len(vocab))
+        model, blob = load_checkpoint(Path(checkpoint), None, len(vocab), vocab.sha256)
         if "label_names" not in blob or "max_len" not in blob:
             raise PipelineError(f"{checkpoint} holds a {blob['kind']!r} model, not a classifier "
                                 "(use models/<variant>.pt)")

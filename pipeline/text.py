@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import re
 import unicodedata
 from collections import Counter
@@ -264,6 +266,13 @@ class Vocab:
 
     def __len__(self) -> int:
         return len(self.itos)
+
+    @property
+    def sha256(self) -> str:
+        """Fingerprint of the words and their order: a model trained with one vocabulary reads
+        nonsense through another of the same size, so checkpoints record this."""
+        words = json.dumps(self.itos, ensure_ascii=False).encode("utf-8")
+        return hashlib.sha256(words).hexdigest()
 
     def encode(self, tokens: Iterable[str]) -> np.ndarray:
         stoi = self.stoi  # type: ignore[attr-defined]

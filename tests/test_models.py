@@ -77,6 +77,12 @@ def test_checkpoint_round_trip_and_mismatches(tmp_path: Path) -> None:
         assert torch.equal(value, loaded.state_dict()[key])
     with pytest.raises(PipelineError, match="vocabulary of 50 words but the current"):
         load_checkpoint(path, vocab_size=60)
+    # a checkpoint written before fingerprints were recorded is checked by size only
+    load_checkpoint(path, vocab_size=50, vocab_sha256="b" * 64)
+    save_checkpoint(path, "rnn_classifier", config, model, {"vocab_sha256": "a" * 64})
+    load_checkpoint(path, vocab_size=50, vocab_sha256="a" * 64)
+    with pytest.raises(PipelineError, match="another vocabulary .same size"):
+        load_checkpoint(path, vocab_size=50, vocab_sha256="b" * 64)
     with pytest.raises(PipelineError, match="expected 'language_model'"):
         load_checkpoint(path, "language_model")
     config["encoder"]["hidden"] = 32

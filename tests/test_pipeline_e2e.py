@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from pipeline.config import BACKWARD_VARIANT, ENSEMBLES, VARIANTS
+from pipeline.text import Vocab
 from tests.conftest import TinyRun, copy_project, ran_stages, run, stage
 
 pytestmark = pytest.mark.slow
@@ -57,6 +58,13 @@ def test_outputs_and_metrics_contract(project: Path) -> None:
         assert f"| {variant} |" in table
     plots = run(["dvc", "plots", "show", "-o", "plots_html"], cwd=project)
     assert (project / "plots_html" / "index.html").exists(), plots.stdout
+    # every checkpoint names the vocabulary it reads, the one the vocab stage wrote
+    itos = json.loads((project / "data/vocab/vocab.json").read_text())["itos"]
+    fingerprint = json.loads((project / "data/vocab/info.json").read_text())["vocab_sha256"]
+    assert fingerprint == Vocab(tuple(itos)).sha256
+    for name in ["lm", *VARIANTS]:
+        blob = torch.load(project / "models" / f"{name}.pt", weights_only=True)
+        assert blob["vocab_sha256"] == fingerprint, name
 
 
 def test_stage_timings_are_recorded_and_printed(tiny_run: TinyRun) -> None:

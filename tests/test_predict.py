@@ -63,3 +63,28 @@ def test_an_empty_review_is_warned_about(tmp_path: Path, monkeypatch: pytest.Mon
     assert captured.err.strip() == ("warning: review 2 is empty; its prediction says nothing "
                                     "about it")
     assert len(captured.out.strip().splitlines()) == 3
+
+
+def test_a_vocabulary_other_than_the_models_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Same size, other words: the model would read nonsense without a word of warning."""
+    import json
+
+    from pipeline.models import BagOfEmbeddings, save_checkpoint
+    from pipeline.text import Vocab
+
+    monkeypatch.chdir(tmp_path)
+    trained = ["<pad>", "<unk>", "<eos>", "fine", "awful"]
+    (tmp_path / "vocab.json").write_text(json.dumps({"itos": trained}))
+    (tmp_path / "other.json").write_text(json.dumps({"itos": trained[:3] + ["awful", "fine"]}))
+    save_checkpoint(tmp_path / "clf.pt", "bag_of_embeddings",
+                    {"vocab_size": 5, "embedding_dim": 8, "n_classes": 2, "dropout": 0.0},
+                    BagOfEmbeddings(5, 8, 2, 0.0),
+                    {"label_names": ["neg", "pos"], "max_len": 64, "variant": "bag_of_embeddings",
+                     "vocab_sha256": Vocab(tuple(trained)).sha256})
+    assert predict_main(["--model", "clf.pt", "--vocab", "vocab.json", "fine"]) == 0
+    capsys.readouterr()
+    assert predict_main(["--model", "clf.pt", "--vocab", "other.json", "fine"]) == 1
+    captured = capsys.readouterr()
+    assert "clf.pt was trained with another vocabulary" in captured.err
+    assert captured.out == ""

@@ -129,3 +129,12 @@ def test_vocab_is_deterministic_and_bounded() -> None:
     vocab = Vocab.build(counts, min_freq=2, max_size=5)
     assert vocab.itos == (PAD, UNK, EOS, "a", "b")  # ties alphabetical; specials kept once
     assert list(vocab.encode(["a", "c", "zzz"])) == [3, UNK_ID, UNK_ID]
+
+
+def test_vocab_fingerprint_tells_same_size_vocabularies_apart() -> None:
+    vocab = Vocab((PAD, UNK, EOS, "a", "b"))
+    assert vocab.sha256 == Vocab((PAD, UNK, EOS, "a", "b")).sha256  # stable
+    assert len(vocab.sha256) == 64
+    assert vocab.sha256 != Vocab((PAD, UNK, EOS, "b", "a")).sha256  # order matters
+    assert vocab.sha256 != Vocab((PAD, UNK, EOS, "a", "c")).sha256
+    assert vocab.sha256 != Vocab((PAD, UNK, EOS, "a b")).sha256  # not a plain join

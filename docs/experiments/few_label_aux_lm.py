@@ -98,7 +98,7 @@ def main() -> None:
     lm = load_checkpoint(args.lm, expect_kind="language_model")[0] if args.lm_weight else None
     torch.manual_seed(seed)
     classifier, _, _, groups = build("rnn_pretrained", params, info["vocab_size"],
-                                     len(info["label_names"]), args.lm)
+                                     info["vocab_sha256"], len(info["label_names"]), args.lm)
     groups[0]["lr"] *= args.embedding_lr_scale  # groups[0]: the embeddings
     if args.freeze_embeddings:
         for param in groups[0]["params"]:

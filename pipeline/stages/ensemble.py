@@ -51,8 +51,8 @@ def main() -> None:
     results = {v: evaluated[v] for v in (forward, BASELINE)}
     sources = {}
     probs[BACKWARD_VARIANT], results[BACKWARD_VARIANT], sources[BACKWARD_VARIANT] = (
-        evaluate_model(BACKWARD_VARIANT, models_dir, reports, test, indices,
-                       info["label_names"], info["vocab_size"], run.runtime))
+        evaluate_model(BACKWARD_VARIANT, models_dir, reports, test, indices, info,
+                       run.runtime))
     # ULMFiT averages its forward and backward models' predictions
     probs[name] = np.mean([probs[m] for m in members], axis=0)
     test_metrics = classification_metrics(labels, probs[name], info["label_names"])

@@ -99,17 +99,19 @@ def lm_summary(lm: dict) -> dict:
 
 
 def evaluate_model(variant: str, models_dir: Path, reports: Path, test: Corpus,
-                   indices: np.ndarray, label_names: list[str], vocab_size: int,
-                   runtime: Runtime) -> tuple[np.ndarray, dict, str]:
-    """Test probabilities, the result entry and the training run id of one classifier."""
-    model, blob = load_checkpoint(models_dir / f"{variant}.pt", vocab_size=vocab_size)
+                   indices: np.ndarray, info: dict, runtime: Runtime
+                   ) -> tuple[np.ndarray, dict, str]:
+    """Test probabilities, the result entry and the training run id of one classifier;
+    ``info``: data/vocab/info.json (class names; the vocabulary the checkpoint must match)."""
+    model, blob = load_checkpoint(models_dir / f"{variant}.pt", None, info["vocab_size"],
+                                  info["vocab_sha256"])
     model.to(runtime.device)
     started = time.perf_counter()
     probs = predict_proba(model, test, 256, blob["max_len"], runtime.device, runtime)
     inference_seconds = time.perf_counter() - started
     summary = read_json(require(reports / "train" / f"{variant}.json",
                                 f"{variant} training summary"), TRAIN_SUMMARY_KEYS)
-    test_metrics = classification_metrics(test.labels, probs, label_names)
+    test_metrics = classification_metrics(test.labels, probs, info["label_names"])
     test_metrics["accuracy_ci95"] = accuracy_interval(probs.argmax(1) == test.labels, indices)
     print(f"[evaluate] {variant}: accuracy {test_metrics['accuracy']:.4f} "
           f"(inference {inference_seconds:.1f} s)")
@@ -250,7 +252,7 @@ def main() -> None:
     probs, results, sources = {}, {}, {}
     for variant in VARIANTS:
         probs[variant], results[variant], sources[variant] = evaluate_model(
-            variant, models_dir, reports, test, indices, label_names, info["vocab_size"], runtime)
+            variant, models_dir, reports, test, indices, info, runtime)
     add_costs(results, {"pretrain": lm_metrics["train_seconds"]})
     add_baseline_differences(results, probs, labels, indices)
 

@@ -113,7 +113,8 @@ def main() -> None:
         with atomic_outputs(args.out, args.metrics, args.curve) as (model_tmp, metrics_tmp,
                                                                      curve_tmp):
             save_checkpoint(model_tmp, "language_model", checkpoint_config, model,
-                            {"vocab_size": info["vocab_size"], "direction": direction})
+                            {"vocab_size": info["vocab_size"],
+                             "vocab_sha256": info["vocab_sha256"], "direction": direction})
             write_json(metrics_tmp, metrics)
             pd.DataFrame(result.history).to_csv(curve_tmp, index=False)
             mlflow.set_tag("direction", direction)

@@ -60,11 +60,12 @@ def settings_of(params: Params, variant: str
     return getattr(params.classifier, "rnn_pretrained" if variant == BACKWARD_VARIANT else variant)
 
 
-def pretrained_encoder(lm_path: Path, params: Params, vocab_size: int,
+def pretrained_encoder(lm_path: Path, params: Params, vocab_size: int, vocab_sha256: str,
                        direction: str = "forward") -> RNNEncoder:
-    """The language model's encoder, checked against params.yaml's model section."""
+    """The language model's encoder, checked against the vocabulary and params.yaml's model
+    section."""
     encoder = EncoderConfig.of(params.model, vocab_size)
-    lm, blob = load_checkpoint(lm_path, "language_model", vocab_size)
+    lm, blob = load_checkpoint(lm_path, "language_model", vocab_size, vocab_sha256)
     if blob.get("direction", "forward") != direction:
         raise PipelineError(f"{lm_path} is a {blob.get('direction', 'forward')} language model; "
                             f"this classifier needs a {direction} one")
@@ -76,8 +77,8 @@ def pretrained_encoder(lm_path: Path, params: Params, vocab_size: int,
     return lm.encoder
 
 
-def build(variant: str, params: Params, vocab_size: int, n_classes: int, lm_path: Path
-          ) -> tuple[nn.Module, str, dict, list[dict]]:
+def build(variant: str, params: Params, vocab_size: int, vocab_sha256: str, n_classes: int,
+          lm_path: Path) -> tuple[nn.Module, str, dict, list[dict]]:
     """The model, its checkpoint kind and config, and optimizer parameter groups."""
     if variant in ("bag_of_embeddings", "bag_of_embeddings_lm"):
         boe = getattr(params.classifier, variant)
@@ -86,7 +87,7 @@ def build(variant: str, params: Params, vocab_size: int, n_classes: int, lm_path
                   "n_classes": n_classes, "dropout": boe.dropout}
         model = BagOfEmbeddings(vocab_size, dim, n_classes, boe.dropout)
         if variant == "bag_of_embeddings_lm":
-            lm_encoder = pretrained_encoder(lm_path, params, vocab_size)
+            lm_encoder = pretrained_encoder(lm_path, params, vocab_size, vocab_sha256)
             with torch.no_grad():
                 model.embedding.weight.copy_(lm_encoder.embedding.weight)
         return model, "bag_of_embeddings", config, [{"params": model.parameters(),
@@ -103,7 +104,8 @@ def build(variant: str, params: Params, vocab_size: int, n_classes: int, lm_path
     if variant in ("rnn_pretrained", BACKWARD_VARIANT):
         direction = "backward" if backward else "forward"
         model.encoder.load_state_dict(
-            pretrained_encoder(lm_path, params, vocab_size, direction).state_dict())
+            pretrained_encoder(lm_path, params, vocab_size, vocab_sha256,
+                               direction).state_dict())
     config = {"encoder": encoder_dict(encoder), "n_classes": n_classes,
               "head_dropout": settings.head_dropout, "pooling": settings.pooling,
               "backward": backward}
@@ -152,8 +154,8 @@ def main() -> None:
     valid = Corpus.load(data_dir, "valid")
     n_classes = len(info["label_names"])
     torch.manual_seed(params.runtime.seed)
-    model, kind, config, groups = build(variant, params, info["vocab_size"], n_classes,
-                                        Path(args.lm))
+    model, kind, config, groups = build(variant, params, info["vocab_size"],
+                                        info["vocab_sha256"], n_classes, Path(args.lm))
     model.to(runtime.device)
     common = params.classifier
     settings = settings_of(params, variant)
@@ -198,7 +200,7 @@ def main() -> None:
                                                                       summary_tmp):
             save_checkpoint(model_tmp, kind, config, model,
                             {"label_names": info["label_names"], "max_len": read_len,
-                             "variant": variant})
+                             "variant": variant, "vocab_sha256": info["vocab_sha256"]})
             pd.DataFrame(result.history).to_csv(curve_tmp, index=False)
             write_json(summary_tmp, summary)
             from pipeline.serving import log_classifier_model  # imports mlflow.pyfunc

@@ -91,7 +91,7 @@ def main() -> None:
                 np.save(staging / f"{split}_labels.npy",
                         labels["label"].to_numpy(dtype=np.int64))
         write_json(staging / "vocab.json", {"itos": list(vocab.itos)})
-        summary = {"vocab_size": len(vocab), "splits": stats,
+        summary = {"vocab_size": len(vocab), "vocab_sha256": vocab.sha256, "splits": stats,
                    "label_names": info["label_names"], "dataset": info["dataset"]}
         assert set(summary) == set(VOCAB_INFO_KEYS)
         write_json(staging / "info.json", summary)
