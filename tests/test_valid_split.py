@@ -65,23 +65,26 @@ def grouped_frame(movies: int, per_movie: int = 4) -> pd.DataFrame:
 
 def test_grouped_split_holds_out_whole_movies_stratified() -> None:
     frame = grouped_frame(200)
-    kept, valid = split_valid(frame, 0.1, seed=13)
+    kept, valid = split_valid(frame, 0.1, seed=13, groups=frame["group"])
     assert not set(kept["group"]) & set(valid["group"])
     assert len(kept) + len(valid) == len(frame) and len(valid) == 80  # 20 of 200 movies
     assert valid["label"].value_counts().to_dict() == {0: 40, 1: 40}
     position = {review: i for i, review in enumerate(frame["id"])}
     for side in (kept, valid):  # each side keeps the input's order
         assert side["id"].map(position).is_monotonic_increasing
-    again = split_valid(frame, 0.1, seed=13)[1]
+    again = split_valid(frame, 0.1, seed=13, groups=frame["group"])[1]
     assert again["id"].tolist() == valid["id"].tolist()
-    assert split_valid(frame, 0.1, seed=14)[1]["id"].tolist() != valid["id"].tolist()
+    assert (split_valid(frame, 0.1, seed=14, groups=frame["group"])[1]["id"].tolist()
+            != valid["id"].tolist())
 
 
 def test_too_few_movies_for_a_grouped_split() -> None:
-    with pytest.raises(PipelineError, match=r"the train split has 4 group\(s\), "
+    frame = grouped_frame(4, per_movie=10)
+    with pytest.raises(PipelineError, match=r"whole groups \(movies\) for validation: the train "
+                                            r"split has 4 group\(s\), "
                                             r"prepare.valid_fraction=0.1 needs at least 10.*"
                                             r"prepare.valid_split: random"):
-        split_valid(grouped_frame(4, per_movie=10), 0.1, seed=0)
+        split_valid(frame, 0.1, seed=0, groups=frame["group"], grouping="movies")
 
 
 @pytest.mark.filterwarnings("ignore:The least populated class")
@@ -90,7 +93,7 @@ def test_a_grouped_split_that_loses_a_class_is_an_error() -> None:
     frame = grouped_frame(10, per_movie=2).assign(label=0)
     frame.loc[frame["group"] == "m0", "label"] = 1
     with pytest.raises(PipelineError, match=r"without label\(s\) \[1\]"):
-        split_valid(frame, 0.1, seed=0)
+        split_valid(frame, 0.1, seed=0, groups=frame["group"])
 
 
 @pytest.mark.parametrize("valid_split", ["grouped", "random"])

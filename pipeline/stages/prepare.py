@@ -37,38 +37,39 @@ def stratified_sample(frame: pd.DataFrame, n: int | None, seed: int, key: str
     return sample.sort_index().reset_index(drop=True)
 
 
-def split_valid(train: pd.DataFrame, fraction: float, seed: int
+def split_valid(train: pd.DataFrame, fraction: float, seed: int,
+                groups: pd.Series | None = None, grouping: str = "groups"
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out a stratified ``fraction`` of train for validation. With a ``group`` column
-    (IMDB's movies) whole groups go to one side: StratifiedGroupKFold's first of
-    round(1 / fraction) folds. IMDB's test set holds other movies than its train set, and a
-    validation set that shares train's movies overstates accuracy (README: Validation split)."""
+    """Hold out a stratified ``fraction`` of train for validation. With ``groups`` (one per
+    row, e.g. IMDB's movies; ``grouping`` says what they are) whole groups go to one side:
+    StratifiedGroupKFold's first of round(1 / fraction) folds. IMDB's test set holds other
+    movies than its train set, and a validation set that shares train's movies overstates
+    accuracy (README: Validation split)."""
     counts = train["label"].value_counts()
     if len(train) * fraction < counts.size or counts.min() < 2:
         raise PipelineError(
             f"cannot hold out a stratified validation set: {len(train)} training reviews, "
             f"class counts {counts.to_dict()}, prepare.valid_fraction={fraction}"
         )
-    if "group" not in train.columns:
+    if groups is None:
         kept, valid = train_test_split(train, test_size=fraction, random_state=seed,
                                        stratify=train["label"])
         return kept.sort_index().reset_index(drop=True), valid.sort_index().reset_index(drop=True)
     folds = max(2, round(1 / fraction))
-    groups = train["group"].nunique()
     advice = "use more data, a larger prepare.valid_fraction, or prepare.valid_split: random"
-    if groups < folds:
+    if groups.nunique() < folds:
         raise PipelineError(
-            f"cannot hold out whole groups (movies) for validation: the train split has "
-            f"{groups} group(s), prepare.valid_fraction={fraction} needs at least {folds}; "
-            + advice)
+            f"cannot hold out whole groups ({grouping}) for validation: the train split has "
+            f"{groups.nunique()} group(s), prepare.valid_fraction={fraction} needs at least "
+            f"{folds}; " + advice)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    kept_rows, valid_rows = next(splitter.split(train, train["label"], train["group"]))
+    kept_rows, valid_rows = next(splitter.split(train, train["label"], groups.to_numpy()))
     kept, valid = train.iloc[kept_rows], train.iloc[valid_rows]
     for side, frame in (("validation", valid), ("training", kept)):
         missing = set(counts.index) - set(frame["label"])
         if missing:
             raise PipelineError(
-                f"holding out whole groups (movies) left the {side} split without label(s) "
+                f"holding out whole groups ({grouping}) left the {side} split without label(s) "
                 f"{sorted(missing)}; " + advice)
     return kept.reset_index(drop=True), valid.reset_index(drop=True)
 
@@ -78,21 +79,20 @@ def prepare(raw_dir: Path, dataset_name: str, params: PrepareParams, out_dir: Pa
     require(raw_dir / "source.json", "fetched data")
     raw = dataset.read(raw_dir)
     train = clean(raw.train, "train")
+    groups = train.pop("group") if "group" in train.columns else None  # for the hold-out only
     if train.empty:  # before the valid hold-out, whose own error would hide the cause
         raise PipelineError("no train reviews left after cleaning")
     if raw.valid is not None:
         valid = clean(raw.valid, "valid")
         holdout = "the dataset's own validation split"
     else:
-        grouped = params.valid_split == "grouped" and "group" in train.columns
-        if not grouped:
-            train = train.drop(columns="group", errors="ignore")
-        train, valid = split_valid(train, params.valid_fraction, params.seed)
-        holdout = (f"whole groups: {raw.grouping}" if grouped
+        if params.valid_split == "random":
+            groups = None
+        train, valid = split_valid(train, params.valid_fraction, params.seed, groups,
+                                   raw.grouping or "groups")
+        holdout = (f"whole groups: {raw.grouping}" if groups is not None
                    else "random reviews (stratified)")
         print(f"[prepare] validation split: {len(valid)} reviews held out, {holdout}")
-    train = train.drop(columns="group", errors="ignore")  # used for the hold-out only
-    valid = valid.drop(columns="group", errors="ignore")
     tables = {
         "train": stratified_sample(train, params.max_train, params.seed, "prepare.max_train"),
         "valid": valid,
