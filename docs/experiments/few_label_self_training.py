@@ -1,0 +1,205 @@
+"""Few-label test: does self-training on the unlabeled reviews close the gap to 85%?
+
+With 1,000 labels the fine-tuned LSTM (``rnn_pretrained``) trails the bags of embeddings,
+and neither a linear probe, ULMFiT's learning rates, an auxiliary LM loss nor a stronger
+language model changed that (README of this folder). The 50,000 unlabeled reviews have so
+far fed only the language model. Self-training (Yarowsky 1995; for text classification
+with a pretrained LSTM, e.g. the "noisy student" line of work) uses them for the
+classifier too:
+
+1. teachers: ``rnn_pretrained`` and ``bag_of_embeddings_lm`` are trained on the 1,000
+   labeled reviews exactly as the train stage trains them with the learning curve's
+   ``n1000`` settings (same sample, same loop, early stopping on valid);
+2. the teacher (``--teacher``: either model, or the mean of both models' probabilities,
+   two views that err differently) labels ``--unlabeled`` unlabeled reviews, and the
+   ``--per-class`` most confident reviews of each predicted class are kept;
+3. students: a fresh ``rnn_pretrained`` (encoder from the language model again) and a
+   fresh ``bag_of_embeddings_lm`` are trained on the 1,000 labeled plus the pseudo-labeled
+   reviews (``--student-epochs``, early stopping on the same valid split), so the
+   baseline gets the same extra data.
+
+Test accuracy is computed once, at the end, for every teacher and student (the figures the
+few-label target is stated in); valid accuracy is what selection used. Nothing here reads
+test before that. Prints one ``RESULT`` JSON line. One-off exploration, not a stage:
+
+    python docs/experiments/few_label_self_training.py --lm models/lm.pt --seed 42
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from pipeline.batching import Corpus
+from pipeline.config import Params, load_params, with_overrides
+from pipeline.io import read_json
+from pipeline.runtime import Runtime, setup
+from pipeline.stages.train import build, settings_of
+from pipeline.studies import study_points
+from pipeline.tasks import ClassifierTask, predict_proba
+from pipeline.training import adamw, fit, one_cycle
+
+TEACHERS = ("rnn_pretrained", "bag_of_embeddings_lm", "both")
+
+
+def concat(a: Corpus, b: Corpus) -> Corpus:
+    """Documents of ``a`` then ``b`` (both labeled), in memory."""
+    ids = np.concatenate([np.asarray(a.ids[: a.offsets[-1]]), np.asarray(b.ids[: b.offsets[-1]])])
+    offsets = np.concatenate([a.offsets, a.offsets[-1] + b.offsets[1:]]).astype(a.offsets.dtype)
+    return Corpus(ids, offsets, np.concatenate([a.labels, b.labels]))
+
+
+def train(variant: str, params: Params, info: dict, lm: Path, train_set: Corpus,
+          valid: Corpus, runtime: Runtime, epochs: int, desc: str) -> tuple[torch.nn.Module,
+                                                                            dict]:
+    """``variant`` built and trained as the train stage does, for ``epochs`` epochs."""
+    seed = params.runtime.seed
+    torch.manual_seed(seed)
+    model, _, _, groups = build(variant, params, info["vocab_size"], info["vocab_sha256"],
+                                len(info["label_names"]), lm)
+    model.to(runtime.device)
+    settings = settings_of(params, variant)
+    batch_size = getattr(settings, "batch_size", params.classifier.batch_size)
+    task = ClassifierTask(train_set, valid, batch_size, params.classifier.max_len, seed,
+                          runtime.device)
+    optimizer = adamw(groups, weight_decay=settings.weight_decay)
+    scheduler = one_cycle(optimizer, epochs * task.steps_per_epoch)
+    result = fit(model, task, optimizer, scheduler, runtime, epochs=epochs,
+                 clip=params.classifier.clip, monitor="valid_accuracy", higher_is_better=True,
+                 patience=params.classifier.patience, desc=desc)
+    return model, {"valid_accuracy": round(result.best["valid_accuracy"], 4),
+                   "best_epoch": result.best_epoch, "seconds": round(result.seconds)}
+
+
+def probabilities(model: torch.nn.Module, corpus: Corpus, params: Params,
+                  runtime: Runtime) -> np.ndarray:
+    return predict_proba(model, corpus, 256, params.classifier.max_len, runtime.device, runtime)
+
+
+def confident(probs: np.ndarray, per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and pseudo-labels: for each class, the ``per_class`` rows the teacher gives the
+    highest probability of it (balanced, so a teacher leaning to one class does not tilt
+    the students; a row goes to the first class that takes it)."""
+    taken = np.zeros(len(probs), dtype=bool)
+    rows, labels = [], []
+    for c in range(probs.shape[1]):
+        candidates = np.flatnonzero(~taken)
+        best = candidates[np.argsort(-probs[candidates, c], kind="stable")[:per_class]]
+        taken[best] = True
+        rows.append(best)
+        labels.append(np.full(len(best), c))
+    return np.concatenate(rows), np.concatenate(labels)
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return round(float((probs.argmax(1) == labels).mean()), 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--point", default="n1000", help="studies.learning_curve point")
+    parser.add_argument("--lm", type=Path, default=Path("models/lm.pt"))
+    parser.add_argument("--data", type=Path, default=Path("data/vocab"))
+    parser.add_argument("--teacher", choices=TEACHERS, default="both")
+    parser.add_argument("--unlabeled", type=int, default=20000,
+                        help="unlabeled reviews the teacher labels (a seeded random sample)")
+    parser.add_argument("--per-class", type=int, default=5000)
+    parser.add_argument("--student-epochs", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=None, help="default: runtime.seed")
+    parser.add_argument("--max-test", type=int, default=None, help="quick checks only")
+    parser.add_argument("--only-used-teachers", action="store_true",
+                        help="train only the teacher(s) --teacher names (saves time on reruns)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
+                        help="more overrides, after the point's (quick checks)")
+    args = parser.parse_args()
+    base = load_params(args.params)
+    point = study_points(base, "learning_curve", args.params)[args.point]
+    overrides = dict(point.set)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml.safe_load(value)
+    if args.seed is not None:
+        overrides["runtime.seed"] = args.seed
+    params = with_overrides(base, overrides, f"{args.params} + studies.learning_curve.{args.point}")
+    seed = params.runtime.seed
+    runtime = setup(params.runtime)
+    info = read_json(args.data / "info.json")
+    labeled = Corpus.load(args.data, "train").labeled_sample(params.classifier.train_examples,
+                                                             seed)
+    valid = Corpus.load(args.data, "valid")
+    test = Corpus.load(args.data, "test")
+    if args.max_test is not None:  # a random sample: test is stored class by class
+        test = test.take(np.sort(np.random.default_rng(seed).permutation(len(test))
+                                 [: args.max_test]))
+    unlabeled = Corpus.load(args.data, "unlabeled")
+    pool = unlabeled.take(np.sort(np.random.default_rng(seed).permutation(len(unlabeled))
+                                  [: args.unlabeled]))
+    started = time.perf_counter()
+    report: dict = {"seed": seed, "labeled": len(labeled), "teacher": args.teacher,
+                    "unlabeled": len(pool), "per_class": args.per_class,
+                    "student_epochs": args.student_epochs}
+
+    variants = ("rnn_pretrained", "bag_of_embeddings_lm")
+    teachers, pool_probs, valid_probs = {}, {}, {}
+    for variant in variants:
+        if args.teacher not in (variant, "both") and args.only_used_teachers:
+            continue
+        epochs = settings_of(params, variant).epochs
+        model, report[f"teacher_{variant}"] = train(variant, params, info, args.lm, labeled,
+                                                    valid, runtime, epochs, f"teacher {variant}")
+        teachers[variant] = model
+        valid_probs[variant] = probabilities(model, valid, params, runtime)
+        if args.teacher in (variant, "both"):
+            pool_probs[variant] = probabilities(model, pool, params, runtime)
+    if len(valid_probs) == 2:
+        report["teacher_both_valid_accuracy"] = accuracy(
+            np.mean(list(valid_probs.values()), axis=0), valid.labels)
+    teacher_probs = np.mean(list(pool_probs.values()), axis=0)
+    chosen, pseudo_labels = confident(teacher_probs, args.per_class)
+    pseudo = pool.take(chosen)
+    pseudo = Corpus(pseudo.ids, pseudo.offsets, pseudo_labels.astype(labeled.labels.dtype))
+    report["pseudo_labels"] = {
+        "count": len(pseudo), "per_class": np.bincount(pseudo.labels).tolist(),
+        "min_probability": [round(float(teacher_probs[chosen[pseudo_labels == c], c].min()), 4)
+                            for c in range(teacher_probs.shape[1])]}
+    train_set = concat(labeled, pseudo)
+
+    # ten times the examples: the n1000 point's small batches and long patience are not needed
+    student_params = with_overrides(params, {"classifier.batch_size": 64,
+                                             "classifier.patience": 2,
+                                             "classifier.bag_of_embeddings_lm.batch_size": 64},
+                                    "student settings")
+    students = {}
+    for variant in variants:
+        epochs = args.student_epochs if variant == "rnn_pretrained" else \
+            settings_of(params, variant).epochs
+        students[variant], report[f"student_{variant}"] = train(
+            variant, student_params, info, args.lm, train_set, valid, runtime, epochs,
+            f"student {variant}")
+
+    # test, once, at the end
+    test_probs = {}
+    for name, models in (("teacher", teachers), ("student", students)):
+        for variant, model in models.items():
+            test_probs[f"{name}_{variant}"] = probabilities(model, test, params, runtime)
+            report[f"{name}_{variant}"]["test_accuracy"] = accuracy(
+                test_probs[f"{name}_{variant}"], test.labels)
+    for name in ("teacher", "student"):
+        if all(f"{name}_{v}" in test_probs for v in variants):
+            report[f"{name}_both_test_accuracy"] = accuracy(
+                np.mean([test_probs[f"{name}_{v}"] for v in variants], axis=0), test.labels)
+    report["test_reviews"] = len(test)
+    report["seconds"] = round(time.perf_counter() - started)
+    print("RESULT", json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
