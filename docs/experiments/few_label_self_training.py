@@ -16,7 +16,9 @@ classifier too:
 3. students: a fresh ``rnn_pretrained`` (encoder from the language model again) and a
    fresh ``bag_of_embeddings_lm`` are trained on the 1,000 labeled plus the pseudo-labeled
    reviews (``--student-epochs``, early stopping on the same valid split), so the
-   baseline gets the same extra data.
+   baseline gets the same extra data;
+4. with ``--rounds 2`` or more, a student (``--next-teacher``) labels the pool again and
+   fresh students train on its pseudo-labels (the 1,000 labeled reviews always stay).
 
 Test accuracy is computed once, at the end, for every teacher and student (the figures the
 few-label target is stated in); valid accuracy is what selection used. Nothing here reads
@@ -115,6 +117,10 @@ def main() -> None:
     parser.add_argument("--student-epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=None, help="default: runtime.seed")
     parser.add_argument("--max-test", type=int, default=None, help="quick checks only")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of self-training: each round's student labels the next's")
+    parser.add_argument("--next-teacher", choices=TEACHERS[:2], default="rnn_pretrained",
+                        help="the student that labels the pool for the next round")
     parser.add_argument("--only-used-teachers", action="store_true",
                         help="train only the teacher(s) --teacher names (saves time on reruns)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
@@ -145,7 +151,7 @@ def main() -> None:
     started = time.perf_counter()
     report: dict = {"seed": seed, "labeled": len(labeled), "teacher": args.teacher,
                     "unlabeled": len(pool), "per_class": args.per_class,
-                    "student_epochs": args.student_epochs}
+                    "student_epochs": args.student_epochs, "rounds": args.rounds}
 
     variants = ("rnn_pretrained", "bag_of_embeddings_lm")
     teachers, pool_probs, valid_probs = {}, {}, {}
@@ -163,39 +169,44 @@ def main() -> None:
         report["teacher_both_valid_accuracy"] = accuracy(
             np.mean(list(valid_probs.values()), axis=0), valid.labels)
     teacher_probs = np.mean(list(pool_probs.values()), axis=0)
-    chosen, pseudo_labels = confident(teacher_probs, args.per_class)
-    pseudo = pool.take(chosen)
-    pseudo = Corpus(pseudo.ids, pseudo.offsets, pseudo_labels.astype(labeled.labels.dtype))
-    report["pseudo_labels"] = {
-        "count": len(pseudo), "per_class": np.bincount(pseudo.labels).tolist(),
-        "min_probability": [round(float(teacher_probs[chosen[pseudo_labels == c], c].min()), 4)
-                            for c in range(teacher_probs.shape[1])]}
-    train_set = concat(labeled, pseudo)
-
     # ten times the examples: the n1000 point's small batches and long patience are not needed
     student_params = with_overrides(params, {"classifier.batch_size": 64,
                                              "classifier.patience": 2,
                                              "classifier.bag_of_embeddings_lm.batch_size": 64},
                                     "student settings")
-    students = {}
-    for variant in variants:
-        epochs = args.student_epochs if variant == "rnn_pretrained" else \
-            settings_of(params, variant).epochs
-        students[variant], report[f"student_{variant}"] = train(
-            variant, student_params, info, args.lm, train_set, valid, runtime, epochs,
-            f"student {variant}")
+    rounds: dict[str, dict[str, torch.nn.Module]] = {"teacher": teachers}
+    for r in range(1, args.rounds + 1):
+        name = "student" if r == 1 else f"student{r}"  # round 1 keeps the first runs' keys
+        chosen, pseudo_labels = confident(teacher_probs, args.per_class)
+        pseudo = pool.take(chosen)
+        pseudo = Corpus(pseudo.ids, pseudo.offsets, pseudo_labels.astype(labeled.labels.dtype))
+        report["pseudo_labels" if r == 1 else f"pseudo_labels{r}"] = {
+            "count": len(pseudo), "per_class": np.bincount(pseudo.labels).tolist(),
+            "min_probability": [
+                round(float(teacher_probs[chosen[pseudo_labels == c], c].min()), 4)
+                for c in range(teacher_probs.shape[1])]}
+        train_set = concat(labeled, pseudo)
+        rounds[name] = {}
+        for variant in variants:
+            epochs = args.student_epochs if variant == "rnn_pretrained" else \
+                settings_of(params, variant).epochs
+            rounds[name][variant], report[f"{name}_{variant}"] = train(
+                variant, student_params, info, args.lm, train_set, valid, runtime, epochs,
+                f"{name} {variant}")
+        if r < args.rounds:  # this round's student labels the pool for the next one
+            teacher_probs = probabilities(rounds[name][args.next_teacher], pool, params,
+                                          runtime)
 
     # test, once, at the end
-    test_probs = {}
-    for name, models in (("teacher", teachers), ("student", students)):
+    for name, models in rounds.items():
+        test_probs = {}
         for variant, model in models.items():
-            test_probs[f"{name}_{variant}"] = probabilities(model, test, params, runtime)
-            report[f"{name}_{variant}"]["test_accuracy"] = accuracy(
-                test_probs[f"{name}_{variant}"], test.labels)
-    for name in ("teacher", "student"):
-        if all(f"{name}_{v}" in test_probs for v in variants):
+            test_probs[variant] = probabilities(model, test, params, runtime)
+            report[f"{name}_{variant}"]["test_accuracy"] = accuracy(test_probs[variant],
+                                                                    test.labels)
+        if len(test_probs) == 2:
             report[f"{name}_both_test_accuracy"] = accuracy(
-                np.mean([test_probs[f"{name}_{v}"] for v in variants], axis=0), test.labels)
+                np.mean(list(test_probs.values()), axis=0), test.labels)
     report["test_reviews"] = len(test)
     report["seconds"] = round(time.perf_counter() - started)
     print("RESULT", json.dumps(report))
