@@ -141,10 +141,8 @@ def main() -> None:
     labeled = Corpus.load(args.data, "train").labeled_sample(params.classifier.train_examples,
                                                              seed)
     valid = Corpus.load(args.data, "valid")
-    test = Corpus.load(args.data, "test")
-    if args.max_test is not None:  # a random sample: test is stored class by class
-        test = test.take(np.sort(np.random.default_rng(seed).permutation(len(test))
-                                 [: args.max_test]))
+    # --max-test: a stratified sample (test is stored class by class)
+    test = Corpus.load(args.data, "test").labeled_sample(args.max_test, seed)
     unlabeled = Corpus.load(args.data, "unlabeled")
     pool = unlabeled.take(np.sort(np.random.default_rng(seed).permutation(len(unlabeled))
                                   [: args.unlabeled]))
