@@ -72,6 +72,17 @@ class Corpus:
         labels = None if self.labels is None else self.labels[indices]
         return Corpus(np.concatenate(ids) if ids else self.ids[:0], offsets, labels)
 
+    @staticmethod
+    def concat(first: Corpus, second: Corpus) -> Corpus:
+        """The documents of ``first``, then those of ``second`` (both labeled), in memory."""
+        if first.labels is None or second.labels is None:
+            raise PipelineError("Corpus.concat needs two labeled corpora")
+        ids = np.concatenate([np.asarray(first.ids[: first.offsets[-1]]),
+                              np.asarray(second.ids[: second.offsets[-1]])])
+        offsets = np.concatenate([first.offsets, first.offsets[-1] + second.offsets[1:]])
+        labels = np.concatenate([first.labels, second.labels.astype(first.labels.dtype)])
+        return Corpus(ids, offsets.astype(first.offsets.dtype), labels)
+
     def labeled_sample(self, count: int | None, seed: int) -> Corpus:
         """A stratified random sample of ``count`` labeled documents (all when None).
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import (
@@ -303,6 +303,35 @@ class EnsembleParams(Section):
     directions: list[Literal["backward"]] = Field([], max_length=1)
 
 
+Variant = Literal["rnn_pretrained", "rnn_scratch", "bag_of_embeddings", "bag_of_embeddings_lm"]
+
+
+class SelfTrainingParams(Section):
+    """Self-training on the unlabeled text (few-label studies): ``teachers: [<variant>]``
+    makes DVC add pseudo_label@<variant> (the trained classifier labels the unlabeled
+    reviews; the most confident ``per_class`` of each class are kept),
+    train_self_trained@<variant>-<student> (each student trains again on the labeled
+    examples plus those) and self_training@<variant> (reports/self_training.{json,md});
+    ``[]`` (params.yaml's default, or no key) leaves them out."""
+
+    teachers: list[Variant] = Field([], max_length=1)
+    students: list[Variant] = Field(["rnn_pretrained", "bag_of_embeddings_lm"], min_length=1)
+    unlabeled: int | None = Field(None, ge=1)  # reviews the teacher labels (seeded; null = all)
+    per_class: int = Field(10_000, ge=1)
+    # the students' settings: classifier.<student>'s, but for these (ten or more times the
+    # few-label examples need neither small batches, long patience nor many RNN epochs)
+    batch_size: int = Field(64, gt=0)
+    patience: int = Field(2, ge=1)
+    rnn_epochs: int = Field(3, ge=1)
+
+    @field_validator("students")
+    @classmethod
+    def _distinct(cls, students: list[str]) -> list[str]:
+        if len(set(students)) != len(students):
+            raise ValueError(f"{students}: a student is named twice")
+        return students
+
+
 class RuntimeParams(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, le=256)
@@ -333,6 +362,7 @@ class Params(Section):
     pretrain: PretrainParams
     classifier: ClassifierParams
     ensemble: EnsembleParams = EnsembleParams()
+    self_training: SelfTrainingParams = SelfTrainingParams()
     evaluate: EvaluateParams
     registry: RegistryParams
     gate: GateParams
@@ -372,11 +402,12 @@ class Params(Section):
         return self.data.experiment or f"rnn-pretrain-{self.data.dataset}"
 
 
-VARIANTS = ("rnn_pretrained", "rnn_scratch", "bag_of_embeddings", "bag_of_embeddings_lm")
+VARIANTS: tuple[str, ...] = get_args(Variant)
 # with params.yaml ensemble.directions [backward]: the classifier fine-tuned from the backward LM,
 # and the ensemble evaluated from its members' mean test probabilities
 BACKWARD_VARIANT = "rnn_pretrained_backward"
 ENSEMBLES = {"rnn_pretrained_ensemble": ("rnn_pretrained", BACKWARD_VARIANT)}
+SELF_TRAINED = "_self_trained"  # with self_training.teachers: <student>_self_trained
 # the language model (its reports/<name>.json) each variant starts from
 LANGUAGE_MODEL_OF = {"rnn_pretrained": "pretrain", "rnn_pretrained_backward": "pretrain_backward",
                      "bag_of_embeddings_lm": "pretrain"}

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -25,6 +26,7 @@ from pipeline.artifacts import VOCAB_INFO_KEYS
 from pipeline.batching import Corpus
 from pipeline.config import (
     BACKWARD_VARIANT,
+    SELF_TRAINED,
     VARIANTS,
     BagOfEmbeddingsLMParams,
     BagOfEmbeddingsParams,
@@ -32,9 +34,10 @@ from pipeline.config import (
     RNNClassifierParams,
     flatten,
     load_params,
+    with_overrides,
 )
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import atomic_outputs, read_json, require, write_json
+from pipeline.io import atomic_outputs, read_input, read_json, require, write_json
 from pipeline.models import (
     BagOfEmbeddings,
     EncoderConfig,
@@ -44,7 +47,7 @@ from pipeline.models import (
     load_checkpoint,
     save_checkpoint,
 )
-from pipeline.runtime import setup
+from pipeline.runtime import Runtime, setup
 from pipeline.tasks import ClassifierTask
 from pipeline.training import Checkpointing, FitResult, adamw, fit, one_cycle
 
@@ -131,6 +134,70 @@ def gradual_unfreezing(model: RNNClassifier) -> Callable[[int], None]:
     return unfreeze
 
 
+@dataclass
+class Trained:
+    model: nn.Module
+    kind: str  # the checkpoint kind
+    config: dict  # what rebuilds the model from its checkpoint
+    result: FitResult
+    read_len: int | None  # tokens read per review (None: whole reviews, BPT3C)
+
+
+def train_classifier(variant: str, params: Params, info: dict, lm_path: Path, train: Corpus,
+                     valid: Corpus, runtime: Runtime, desc: str,
+                     on_epoch: Callable[[int, dict], None] | None = None,
+                     checkpoint: Checkpointing | None = None) -> Trained:
+    """``variant`` built by :func:`build` and trained with the shared loop: AdamW, one-cycle
+    schedule, early stopping on valid accuracy (the best epoch's weights are kept)."""
+    torch.manual_seed(params.runtime.seed)
+    model, kind, config, groups = build(variant, params, info["vocab_size"],
+                                        info["vocab_sha256"], len(info["label_names"]), lm_path)
+    model.to(runtime.device)
+    common = params.classifier
+    settings = settings_of(params, variant)
+    batch_size = getattr(settings, "batch_size", common.batch_size)
+    read_len = None if common.bpt3c else common.max_len  # BPT3C reads whole reviews
+    task = ClassifierTask(train, valid, batch_size, read_len, params.runtime.seed,
+                          runtime.device)
+    optimizer = adamw(groups, weight_decay=settings.weight_decay)
+    scheduler = one_cycle(optimizer, settings.epochs * task.steps_per_epoch)
+    result = fit(model, task, optimizer, scheduler, runtime, epochs=settings.epochs,
+                 clip=common.clip, monitor="valid_accuracy", higher_is_better=True,
+                 patience=common.patience, desc=desc, on_epoch=on_epoch,
+                 on_epoch_start=gradual_unfreezing(model)
+                 if getattr(settings, "gradual_unfreezing", False) else None,
+                 checkpoint=checkpoint)
+    return Trained(model, kind, config, result, read_len)
+
+
+def student_params(params: Params) -> Params:
+    """A self-training student's settings: classifier.<variant>'s, with self_training's
+    batch size, patience and RNN epochs (it trains on many more reviews)."""
+    student = params.self_training
+    return with_overrides(params, {
+        "classifier.batch_size": student.batch_size,
+        "classifier.patience": student.patience,
+        "classifier.bag_of_embeddings.batch_size": student.batch_size,
+        "classifier.bag_of_embeddings_lm.batch_size": student.batch_size,
+        "classifier.rnn_pretrained.epochs": student.rnn_epochs,
+        "classifier.rnn_scratch.epochs": student.rnn_epochs}, "params.yaml (self_training)")
+
+
+def pseudo_labeled(path: Path, data_dir: Path, info: dict) -> Corpus:
+    """The unlabeled reviews the pseudo_label stage kept, with the teacher's labels."""
+    frame = read_input(path, "pseudo-labels", pd.read_parquet)
+    unlabeled = Corpus.load(data_dir, "unlabeled")
+    if frame.attrs.get("vocab_sha256") != info["vocab_sha256"] or (
+            frame.attrs.get("unlabeled_documents") != len(unlabeled)):
+        raise PipelineError(f"{path} was made from other data than {data_dir}: rerun "
+                            "pseudo_label (dvc repro)")
+    rows, labels = frame["unlabeled_row"].to_numpy(), frame["label"].to_numpy()
+    if len(frame) and (labels.min() < 0 or labels.max() >= len(info["label_names"])):
+        raise PipelineError(f"{path} has labels outside 0..{len(info['label_names']) - 1}")
+    pseudo = unlabeled.take(rows)
+    return Corpus(pseudo.ids, pseudo.offsets, labels.astype(np.int64))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("variant", choices=(*VARIANTS, BACKWARD_VARIANT))
@@ -139,6 +206,9 @@ def main() -> None:
     parser.add_argument("--lm", default="models/lm.pt")
     parser.add_argument("--out-dir", default="models")
     parser.add_argument("--reports", default="reports")
+    parser.add_argument("--pseudo-labels", default=None, metavar="PARQUET",
+                        help="self-training: also train on these (the pseudo_label stage's); "
+                             "the run is named <variant>_self_trained")
     args = parser.parse_args()
     params = load_params(args.params)
     variant = args.variant
@@ -149,63 +219,53 @@ def main() -> None:
     if distributed.is_main():
         tracking.connect()  # fail fast, before any training
 
-    train = Corpus.load(data_dir, "train").labeled_sample(
+    labeled = Corpus.load(data_dir, "train").labeled_sample(
         params.classifier.train_examples, params.runtime.seed)
     valid = Corpus.load(data_dir, "valid")
-    n_classes = len(info["label_names"])
-    torch.manual_seed(params.runtime.seed)
-    model, kind, config, groups = build(variant, params, info["vocab_size"],
-                                        info["vocab_sha256"], n_classes, Path(args.lm))
-    model.to(runtime.device)
-    common = params.classifier
-    settings = settings_of(params, variant)
-    batch_size = getattr(settings, "batch_size", common.batch_size)
-    read_len = None if common.bpt3c else common.max_len  # BPT3C reads whole reviews
-    task = ClassifierTask(train, valid, batch_size, read_len, params.runtime.seed,
-                          runtime.device)
-    optimizer = adamw(groups, weight_decay=settings.weight_decay)
-    scheduler = one_cycle(optimizer, settings.epochs * task.steps_per_epoch)
-
-    sections = ("data", "vocab", "classifier", "runtime")
+    name, train, sections = variant, labeled, ("data", "vocab", "classifier", "runtime")
     if variant != "bag_of_embeddings":  # the others depend on the encoder settings too
         sections = ("data", "vocab", "model", "classifier", "runtime")
+    if args.pseudo_labels is not None:  # a self-training student: labeled + pseudo-labeled
+        params = student_params(params)
+        pseudo = pseudo_labeled(Path(args.pseudo_labels), data_dir, info)
+        name, train = variant + SELF_TRAINED, Corpus.concat(labeled, pseudo)
+        sections = (*sections[:-1], "self_training", "runtime")
     model_path = Path(args.out_dir) / f"{variant}.pt"
     curve_path = Path(args.reports) / "curves" / f"{variant}.csv"
     checkpoint = Checkpointing.for_stage(  # all sections but runtime
-        variant, flatten(params, sections[:-1]), params.runtime, info)
+        name, flatten(params, sections[:-1]), params.runtime, info)
 
-    def train_model(on_epoch: Callable[[int, dict], None] | None) -> FitResult:
-        return fit(model, task, optimizer, scheduler, runtime, epochs=settings.epochs,
-                   clip=common.clip, monitor="valid_accuracy", higher_is_better=True,
-                   patience=common.patience, desc=variant, on_epoch=on_epoch,
-                   on_epoch_start=gradual_unfreezing(model)
-                   if getattr(settings, "gradual_unfreezing", False) else None,
-                   checkpoint=checkpoint)
+    def train_model(on_epoch: Callable[[int, dict], None] | None) -> Trained:
+        return train_classifier(variant, params, info, Path(args.lm), train, valid, runtime,
+                                name, on_epoch, checkpoint)
 
     if not distributed.is_main():  # torchrun: rank 0 logs and writes the outputs
         train_model(None)
         return
-    with tracking.stage_run(params, f"train_{variant}", f"clf:{variant}", sections) as run:
+    with tracking.stage_run(params, f"train_{name}", f"clf:{name}", sections) as run:
         import mlflow
 
-        mlflow.set_tag("variant", variant)
-        result = train_model(lambda e, m: tracking.log_epoch(m, e))
-        summary = {"variant": variant, "valid_accuracy": result.best["valid_accuracy"],
+        mlflow.set_tag("variant", name)
+        trained = train_model(lambda e, m: tracking.log_epoch(m, e))
+        result = trained.result
+        summary = {"variant": name, "valid_accuracy": result.best["valid_accuracy"],
                    "best_epoch": result.best_epoch, "epochs": len(result.history),
                    "train_seconds": result.seconds, "mlflow_run_id": run.info.run_id,
-                   "train_examples": len(train)}
+                   "train_examples": len(labeled)}  # labeled by people: the x of few-label plots
+        if train is not labeled:
+            summary["pseudo_labeled"] = len(train) - len(labeled)
         summary_path = Path(args.reports) / "train" / f"{variant}.json"
         # the model and its reports appear together, once MLflow has them too
         with atomic_outputs(model_path, curve_path, summary_path) as (model_tmp, curve_tmp,
                                                                       summary_tmp):
-            save_checkpoint(model_tmp, kind, config, model,
-                            {"label_names": info["label_names"], "max_len": read_len,
-                             "variant": variant, "vocab_sha256": info["vocab_sha256"]})
+            save_checkpoint(model_tmp, trained.kind, trained.config, trained.model,
+                            {"label_names": info["label_names"], "max_len": trained.read_len,
+                             "variant": name, "vocab_sha256": info["vocab_sha256"]})
             pd.DataFrame(result.history).to_csv(curve_tmp, index=False)
             write_json(summary_tmp, summary)
             from pipeline.serving import log_classifier_model  # imports mlflow.pyfunc
 
-            log_classifier_model(variant, model_tmp, data_dir / "vocab.json",
+            log_classifier_model(name, model_tmp, data_dir / "vocab.json",
                                  params.tokenize.lowercase)
             mlflow.log_metrics({"valid_accuracy": summary["valid_accuracy"],
                                 "train_seconds": result.seconds,
@@ -213,7 +273,7 @@ def main() -> None:
             mlflow.log_artifact(str(model_tmp), artifact_path="model")
             mlflow.log_artifact(str(curve_tmp), artifact_path="curves")
     checkpoint.discard()  # outputs are safely written: nothing left to resume
-    print(f"[{variant}] best valid accuracy {summary['valid_accuracy']:.4f} "
+    print(f"[{name}] best valid accuracy {summary['valid_accuracy']:.4f} "
           f"(epoch {result.best_epoch}, {result.seconds:.0f} s)")
 
 
