@@ -395,6 +395,13 @@ class Params(Section):
                     f"{groups} layer groups per epoch (embedding, {self.model.layers} RNN "
                     f"layers, head), so with epochs {settings.epochs} the lowest "
                     f"{groups - settings.epochs} never train: set epochs to at least {groups}")
+            rnn_epochs = self.self_training.rnn_epochs  # a self-training student's epochs
+            if (settings.gradual_unfreezing and self.self_training.teachers
+                    and variant in self.self_training.students and rnn_epochs < groups):
+                raise ValueError(
+                    f"self_training.rnn_epochs: {rnn_epochs} is too few for the student "
+                    f"{variant}, whose gradual_unfreezing thaws one of the {groups} layer "
+                    f"groups per epoch: set it to at least {groups}")
         return self
 
     @property

@@ -51,6 +51,7 @@ PREFIXES = {"learning_curve": "lc", "ablation": "ablation",
             **{study: prefix for study, (prefix, _) in COST_STUDIES.items()}}
 METRICS = "reports/metrics.json"
 ENSEMBLE = "reports/ensemble.json"
+SELF_TRAINING = "reports/self_training.json"
 WORKSPACE = "the workspace"  # read_results' ``where`` for the main run's files
 # what the reports read from each run's JSON (dotted paths), so a report from an older
 # version or edited by hand is named instead of a KeyError halfway through a report
@@ -258,9 +259,10 @@ def parse_report(text: str, path: str, where: str, keys: tuple[str, ...]) -> dic
 
 
 def read_results(read: Callable[[str], str | None], where: str = WORKSPACE) -> dict | None:
-    """metrics.json of one run, plus reports/ensemble.json's results when that run had the
-    ensemble switched on (its params.yaml ensemble.directions); ``where`` names the run
-    (``experiment <name>`` or the workspace) in errors."""
+    """metrics.json of one run, plus the results of reports/ensemble.json and
+    reports/self_training.json when that run had them switched on (its params.yaml
+    ensemble.directions, self_training.teachers); ``where`` names the run (``experiment
+    <name>`` or the workspace) in errors."""
     text = read(METRICS)
     if text is None:
         return None
@@ -269,12 +271,14 @@ def read_results(read: Callable[[str], str | None], where: str = WORKSPACE) -> d
         params = yaml.safe_load(read("params.yaml") or "{}") or {}
     except yaml.YAMLError as exc:
         raise PipelineError(f"params.yaml of {where} is not valid YAML: {exc}") from exc
-    ensemble_on = isinstance(params, dict) and isinstance(params.get("ensemble"), dict) and (
-        params["ensemble"].get("directions"))
-    ensemble = read(ENSEMBLE) if ensemble_on else None
-    if ensemble is not None:
-        metrics["classifiers"].update(
-            parse_report(ensemble, ENSEMBLE, where, ENSEMBLE_KEYS)["classifiers"])
+    for section, key, path in (("ensemble", "directions", ENSEMBLE),
+                               ("self_training", "teachers", SELF_TRAINING)):
+        switched_on = isinstance(params, dict) and isinstance(params.get(section), dict) and (
+            params[section].get(key))
+        extra = read(path) if switched_on else None
+        if extra is not None:
+            metrics["classifiers"].update(
+                parse_report(extra, path, where, ENSEMBLE_KEYS)["classifiers"])
     return metrics
 
 

@@ -58,6 +58,9 @@ def test_concat_keeps_both_corpora_in_order() -> None:
     ({"self_training.students": ["rnn_pretrained", "rnn_pretrained"]}, "named twice"),
     ({"self_training.students": []}, "self_training.students"),
     ({"self_training.per_class": 0}, "self_training.per_class"),
+    ({"self_training.teachers": ["bag_of_embeddings_lm"],
+      "classifier.rnn_pretrained.gradual_unfreezing": True,
+      "classifier.rnn_pretrained.epochs": 10}, "self_training.rnn_epochs: 3 is too few"),
 ])
 def test_bad_self_training_settings_are_refused(overrides: dict, message: str) -> None:
     with pytest.raises(PipelineError, match=message):
@@ -135,6 +138,7 @@ def test_students_train_on_labeled_plus_pseudo_labeled_and_are_compared(project:
             + pseudo_seconds + lm_seconds)
     markdown = (project / "reports/self_training.md").read_text()
     assert "| rnn_pretrained_self_trained |" in markdown and "kept 10" in markdown
+    assert "| rnn_scratch |" in markdown  # every classifier of the run, for comparison
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = mlflow.MlflowClient()

@@ -210,6 +210,16 @@ def test_damaged_or_incomplete_reports_are_named(
         {"classifiers": fake_metrics({"rnn_pretrained_ensemble": 0.8})["classifiers"]})
     assert "rnn_pretrained_ensemble" in pipeline.studies.collect("lc", ["n8"])["n8"][
         "classifiers"]
+    # and self-training's, when that run had it on
+    files |= {"params.yaml": "self_training: {teachers: [bag_of_embeddings_lm]}",
+              "reports/self_training.json": json.dumps({"teacher": "bag_of_embeddings_lm"})}
+    with pytest.raises(PipelineError, match=r"reports/self_training.json of experiment lc-n8 "
+                                            r"lacks 'classifiers'"):
+        pipeline.studies.collect("lc", ["n8"])
+    files["reports/self_training.json"] = json.dumps(
+        {"classifiers": fake_metrics({"rnn_pretrained_self_trained": 0.8})["classifiers"]})
+    found = pipeline.studies.collect("lc", ["n8"])["n8"]["classifiers"]
+    assert "rnn_pretrained_self_trained" in found and "rnn_pretrained_ensemble" not in found
 
     # the workspace's (the main run's), through the CLI: --report-only
     settings_with_studies(tmp_path / "params.yaml", {

@@ -22,7 +22,8 @@ classifier too:
 
 Test accuracy is computed once, at the end, for every teacher and student (the figures the
 few-label target is stated in); valid accuracy is what selection used. Nothing here reads
-test before that. Prints one ``RESULT`` JSON line. One-off exploration, not a stage:
+test before that. Prints one ``RESULT`` JSON line. One-off exploration (round 1 with one
+teacher is now in the pipeline: params.yaml ``self_training``, README "Self-training"):
 
     python docs/experiments/few_label_self_training.py --lm models/lm.pt --seed 42
 """
@@ -42,61 +43,29 @@ from pipeline.batching import Corpus
 from pipeline.config import Params, load_params, with_overrides
 from pipeline.io import read_json
 from pipeline.runtime import Runtime, setup
-from pipeline.stages.train import build, settings_of
+from pipeline.stages.pseudo_label import confident
+from pipeline.stages.train import settings_of, train_classifier
 from pipeline.studies import study_points
-from pipeline.tasks import ClassifierTask, predict_proba
-from pipeline.training import adamw, fit, one_cycle
+from pipeline.tasks import predict_proba
 
 TEACHERS = ("rnn_pretrained", "bag_of_embeddings_lm", "both")
-
-
-def concat(a: Corpus, b: Corpus) -> Corpus:
-    """Documents of ``a`` then ``b`` (both labeled), in memory."""
-    ids = np.concatenate([np.asarray(a.ids[: a.offsets[-1]]), np.asarray(b.ids[: b.offsets[-1]])])
-    offsets = np.concatenate([a.offsets, a.offsets[-1] + b.offsets[1:]]).astype(a.offsets.dtype)
-    return Corpus(ids, offsets, np.concatenate([a.labels, b.labels]))
 
 
 def train(variant: str, params: Params, info: dict, lm: Path, train_set: Corpus,
           valid: Corpus, runtime: Runtime, epochs: int, desc: str) -> tuple[torch.nn.Module,
                                                                             dict]:
     """``variant`` built and trained as the train stage does, for ``epochs`` epochs."""
-    seed = params.runtime.seed
-    torch.manual_seed(seed)
-    model, _, _, groups = build(variant, params, info["vocab_size"], info["vocab_sha256"],
-                                len(info["label_names"]), lm)
-    model.to(runtime.device)
-    settings = settings_of(params, variant)
-    batch_size = getattr(settings, "batch_size", params.classifier.batch_size)
-    task = ClassifierTask(train_set, valid, batch_size, params.classifier.max_len, seed,
-                          runtime.device)
-    optimizer = adamw(groups, weight_decay=settings.weight_decay)
-    scheduler = one_cycle(optimizer, epochs * task.steps_per_epoch)
-    result = fit(model, task, optimizer, scheduler, runtime, epochs=epochs,
-                 clip=params.classifier.clip, monitor="valid_accuracy", higher_is_better=True,
-                 patience=params.classifier.patience, desc=desc)
-    return model, {"valid_accuracy": round(result.best["valid_accuracy"], 4),
-                   "best_epoch": result.best_epoch, "seconds": round(result.seconds)}
+    settings = f"classifier.{variant}.epochs"
+    params = with_overrides(params, {settings: epochs}, f"{desc} ({settings})")
+    trained = train_classifier(variant, params, info, lm, train_set, valid, runtime, desc)
+    result = trained.result
+    return trained.model, {"valid_accuracy": round(result.best["valid_accuracy"], 4),
+                           "best_epoch": result.best_epoch, "seconds": round(result.seconds)}
 
 
 def probabilities(model: torch.nn.Module, corpus: Corpus, params: Params,
                   runtime: Runtime) -> np.ndarray:
     return predict_proba(model, corpus, 256, params.classifier.max_len, runtime.device, runtime)
-
-
-def confident(probs: np.ndarray, per_class: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and pseudo-labels: for each class, the ``per_class`` rows the teacher gives the
-    highest probability of it (balanced, so a teacher leaning to one class does not tilt
-    the students; a row goes to the first class that takes it)."""
-    taken = np.zeros(len(probs), dtype=bool)
-    rows, labels = [], []
-    for c in range(probs.shape[1]):
-        candidates = np.flatnonzero(~taken)
-        best = candidates[np.argsort(-probs[candidates, c], kind="stable")[:per_class]]
-        taken[best] = True
-        rows.append(best)
-        labels.append(np.full(len(best), c))
-    return np.concatenate(rows), np.concatenate(labels)
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -121,11 +90,16 @@ def main() -> None:
                         help="rounds of self-training: each round's student labels the next's")
     parser.add_argument("--next-teacher", choices=TEACHERS[:2], default="rnn_pretrained",
                         help="the student that labels the pool for the next round")
+    parser.add_argument("--early-students", choices=TEACHERS, default="both",
+                        help="students trained in rounds before the last (the last trains "
+                             "both): --next-teacher alone saves the other's time")
     parser.add_argument("--only-used-teachers", action="store_true",
                         help="train only the teacher(s) --teacher names (saves time on reruns)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
                         help="more overrides, after the point's (quick checks)")
     args = parser.parse_args()
+    if args.rounds > 1 and args.early_students not in ("both", args.next_teacher):
+        parser.error("--early-students must include --next-teacher")
     base = load_params(args.params)
     point = study_points(base, "learning_curve", args.params)[args.point]
     overrides = dict(point.set)
@@ -183,9 +157,11 @@ def main() -> None:
             "min_probability": [
                 round(float(teacher_probs[chosen[pseudo_labels == c], c].min()), 4)
                 for c in range(teacher_probs.shape[1])]}
-        train_set = concat(labeled, pseudo)
+        train_set = Corpus.concat(labeled, pseudo)
         rounds[name] = {}
-        for variant in variants:
+        trained_now = variants if r == args.rounds or args.early_students == "both" else (
+            args.early_students,)
+        for variant in trained_now:
             epochs = args.student_epochs if variant == "rnn_pretrained" else \
                 settings_of(params, variant).epochs
             rounds[name][variant], report[f"{name}_{variant}"] = train(

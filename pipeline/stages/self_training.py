@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pipeline import tracking
 from pipeline.artifacts import LM_REPORT_KEYS
-from pipeline.config import LANGUAGE_MODEL_OF, SELF_TRAINED
+from pipeline.config import LANGUAGE_MODEL_OF, SELF_TRAINED, VARIANTS
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_outputs, read_json, require, write_json
 from pipeline.metrics import difference_interval
@@ -50,10 +50,11 @@ def main() -> None:
                             f"{pseudo['teacher']}, params.yaml asks for {teacher}: dvc repro")
     metrics_path = require(reports / "metrics.json", "evaluate's metrics")
     evaluated = read_json(metrics_path, ("classifiers",))["classifiers"]
-    reused = list(dict.fromkeys([BASELINE, teacher, *students]))  # evaluate scored these
-    if any(variant not in evaluated for variant in reused):
-        raise PipelineError(f"{metrics_path} lacks one of {', '.join(reused)}: rerun evaluate "
-                            "(dvc repro)")
+    needed = {BASELINE, teacher, *students}
+    if any(variant not in evaluated for variant in needed):
+        raise PipelineError(f"{metrics_path} lacks one of {', '.join(sorted(needed))}: rerun "
+                            "evaluate (dvc repro)")
+    reused = [v for v in VARIANTS if v in evaluated]  # evaluate scored these: shown as well
     probs = read_probabilities(reports / PROBABILITIES, tuple(reused), info["label_names"],
                                labels)
     results = {v: evaluated[v] for v in reused}
