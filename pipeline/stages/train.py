@@ -7,6 +7,9 @@ review from its end; fine-tuned with ``classifier.rnn_pretrained``'s settings),
 embeddings -> linear) and ``bag_of_embeddings_lm`` (the same, its embeddings starting
 from the language model's). All use the same training loop. ``classifier.train_examples``
 limits the labeled examples (few-label studies); the language model saw all the text.
+With ``--pseudo-labels`` (the opt-in self-training stages) the variant trains as a student,
+``<variant>_self_trained``: on the labeled examples plus the pseudo_label stage's reviews,
+with params.yaml ``self_training``'s batch size, patience and RNN epochs.
 """
 
 from __future__ import annotations
