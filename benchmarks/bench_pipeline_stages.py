@@ -2,9 +2,9 @@
 
 `dvc repro` is the way to run the pipeline. This script is for machines where DVC is not
 installed and cannot be (the lent GPU machine here: no package registry): it runs each
-stage's own `cmd` from dvc.yaml, in the file's order, with `foreach` stages expanded from
-params.yaml, exactly as `dvc repro -f` would run them, and reads the seconds each stage
-recorded in reports/timings.json. Stages before `--from` are expected to be there already
+stage's own `cmd` from dvc.yaml, in the file's order, with `foreach` and `matrix` stages
+expanded from params.yaml, exactly as `dvc repro -f` would run them, and reads the seconds
+each stage recorded in reports/timings.json. Stages before `--from` are expected to be there already
 (e.g. data/vocab copied from a CPU run).
 
     python benchmarks/bench_pipeline_stages.py --from pretrain \
@@ -19,6 +19,7 @@ needed the missing output).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -34,17 +35,35 @@ from pipeline.config import load_params  # noqa: E402
 from pipeline.timing import TIMINGS, read_timings  # noqa: E402
 
 
-def stage_commands(dvc_yaml: Path, directions: list[str]) -> list[tuple[str, str]]:
-    """(stage name as DVC names it, command) in dvc.yaml's order, foreach expanded."""
+def resolve(expression: str, params: dict) -> list[str]:
+    """The list a ``foreach`` / ``matrix`` takes from params.yaml: ``${section.key}``."""
+    if not (expression.startswith("${") and expression.endswith("}")):
+        raise SystemExit(f"unsupported foreach / matrix value {expression!r}")
+    value: object = params
+    for part in expression[2:-1].split("."):
+        value = value[part] if isinstance(value, dict) and part in value else None
+    if not isinstance(value, list):
+        raise SystemExit(f"{expression} is not a list in params.yaml")
+    return [str(item) for item in value]
+
+
+def stage_commands(dvc_yaml: Path, params: dict) -> list[tuple[str, str]]:
+    """(stage name as DVC names it, command) in dvc.yaml's order, ``foreach`` and ``matrix``
+    expanded from ``params`` (params.yaml as a dict) as DVC expands them."""
     stages = yaml.safe_load(dvc_yaml.read_text(encoding="utf-8"))["stages"]
     commands = []
     for name, stage in stages.items():
         if "foreach" in stage:
-            if stage["foreach"] != "${ensemble.directions}":
-                raise SystemExit(f"{dvc_yaml}: stage {name}: unsupported foreach "
-                                 f"{stage['foreach']!r}")
-            for item in directions:
+            for item in resolve(stage["foreach"], params):
                 commands.append((f"{name}@{item}", stage["do"]["cmd"].replace("${item}", item)))
+        elif "matrix" in stage:
+            keys = list(stage["matrix"])
+            for values in itertools.product(*(resolve(stage["matrix"][key], params)
+                                              for key in keys)):
+                command = stage["cmd"]
+                for key, value in zip(keys, values, strict=True):
+                    command = command.replace(f"${{item.{key}}}", value)
+                commands.append((f"{name}@{'-'.join(values)}", command))
         else:
             commands.append((name, stage["cmd"]))
     return commands
@@ -61,7 +80,7 @@ def main() -> None:
 
     os.chdir(REPO)
     params = load_params()
-    commands = stage_commands(REPO / "dvc.yaml", list(params.ensemble.directions))
+    commands = stage_commands(REPO / "dvc.yaml", params.model_dump())
     names = [name for name, _ in commands]
     if args.first not in names:
         raise SystemExit(f"--from {args.first}: no such stage (stages: {', '.join(names)})")

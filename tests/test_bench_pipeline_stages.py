@@ -15,9 +15,14 @@ from tests.conftest import REPO, run
 pytestmark = pytest.mark.xdist_group("dvc_in_repo")
 
 
+def settings(directions: list[str], teachers: list[str]) -> dict:
+    params = load_params(REPO / "params.yaml").model_dump()
+    params["ensemble"]["directions"], params["self_training"]["teachers"] = directions, teachers
+    return params
+
+
 def test_stages_and_commands_are_dvcs_own() -> None:
-    directions = list(load_params(REPO / "params.yaml").ensemble.directions)
-    commands = stage_commands(REPO / "dvc.yaml", directions)
+    commands = stage_commands(REPO / "dvc.yaml", load_params(REPO / "params.yaml").model_dump())
     listed = run(["dvc", "stage", "list", "--name-only"], cwd=REPO).stdout.split()
     assert [name for name, _ in commands] == listed  # same stages, same (file) order
     # the commands DVC resolved at the last `dvc repro` (dvc.lock), foreach items included
@@ -26,12 +31,19 @@ def test_stages_and_commands_are_dvcs_own() -> None:
         assert " ".join(command.split()) == " ".join(locked[name]["cmd"].split()), name
 
 
-def test_foreach_expands_each_direction_and_none() -> None:
-    names = [name for name, _ in stage_commands(REPO / "dvc.yaml", [])]
+def test_foreach_and_matrix_expand_each_item_and_none() -> None:
+    names = [name for name, _ in stage_commands(REPO / "dvc.yaml", settings([], []))]
     assert not [name for name in names if "@" in name]
-    backward = dict(stage_commands(REPO / "dvc.yaml", ["backward"]))
-    assert "--direction backward" in backward["pretrain_direction@backward"]
-    assert "${" not in "".join(backward.values())
+    expanded = dict(stage_commands(REPO / "dvc.yaml",
+                                   settings(["backward"], ["bag_of_embeddings_lm"])))
+    assert "--direction backward" in expanded["pretrain_direction@backward"]
+    assert "pseudo_label bag_of_embeddings_lm" in expanded["pseudo_label@bag_of_embeddings_lm"]
+    students = [name for name in expanded if name.startswith("train_self_trained@")]
+    # DVC's names for a matrix stage: the items joined by "-", in the product's order
+    assert students == ["train_self_trained@bag_of_embeddings_lm-rnn_pretrained",
+                        "train_self_trained@bag_of_embeddings_lm-bag_of_embeddings_lm"]
+    assert "train rnn_pretrained --pseudo-labels" in expanded[students[0]]
+    assert "${" not in "".join(expanded.values())
 
 
 def test_unknown_first_stage_is_a_clear_error() -> None:

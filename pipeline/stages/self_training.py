@@ -44,7 +44,8 @@ def main() -> None:
                             "nothing to report")
     teacher, students = settings.teachers[0], settings.students
     pseudo = read_json(require(reports / PSEUDO_LABELS_REPORT, "pseudo_label's report"),
-                       ("teacher", "count", "seconds", "min_probability"))
+                       ("teacher", "unlabeled_read", "count", "per_class", "min_probability",
+                        "seconds"))
     if pseudo["teacher"] != teacher:
         raise PipelineError(f"{reports / PSEUDO_LABELS_REPORT} is from teacher "
                             f"{pseudo['teacher']}, params.yaml asks for {teacher}: dvc repro")
