@@ -43,7 +43,7 @@ from pipeline.batching import Corpus
 from pipeline.config import Params, load_params, with_overrides
 from pipeline.io import read_json
 from pipeline.runtime import Runtime, setup
-from pipeline.stages.pseudo_label import confident
+from pipeline.stages.pseudo_label import confident, pool_rows
 from pipeline.stages.train import settings_of, train_classifier
 from pipeline.studies import study_points
 from pipeline.tasks import predict_proba
@@ -118,8 +118,7 @@ def main() -> None:
     # --max-test: a stratified sample (test is stored class by class)
     test = Corpus.load(args.data, "test").labeled_sample(args.max_test, seed)
     unlabeled = Corpus.load(args.data, "unlabeled")
-    pool = unlabeled.take(np.sort(np.random.default_rng(seed).permutation(len(unlabeled))
-                                  [: args.unlabeled]))
+    pool = unlabeled.take(pool_rows(len(unlabeled), args.unlabeled, seed))
     started = time.perf_counter()
     report: dict = {"seed": seed, "labeled": len(labeled), "teacher": args.teacher,
                     "unlabeled": len(pool), "per_class": args.per_class,

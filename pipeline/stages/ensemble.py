@@ -65,10 +65,9 @@ def main() -> None:
     print(f"[ensemble] {name} (mean of {' + '.join(members)}): "
           f"accuracy {test_metrics['accuracy']:.4f}")
     add_costs(results, {lm: metrics["train_seconds"] for lm, metrics in lms.items()})
-    add_baseline_differences(results, probs, labels, indices)
-
     # evaluate already reports rnn_pretrained and the baseline: keep only what is new here
     shown = {v: results[v] for v in (BACKWARD_VARIANT, name)}
+    add_baseline_differences(shown, probs, labels, indices)  # evaluate did the others'
     lines = ["# Forward + backward ensemble (test set as in comparison.md)", "",
              *results_table({v: results[v] for v in (members[0], *shown)}), "",
              f"{name}: mean class probabilities of {' + '.join(members)}. Backward language "

@@ -79,7 +79,7 @@ def main() -> None:
             "ci95": difference_interval(correct, alone, indices)}
         results[name]["teacher"] = teacher
         shown[name] = results[name]
-    add_baseline_differences(results, probs, labels, indices)
+    add_baseline_differences(shown, probs, labels, indices)  # evaluate did the others'
 
     gains = []
     for name, entry in shown.items():
