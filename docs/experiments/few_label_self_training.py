@@ -49,6 +49,7 @@ from pipeline.studies import study_points
 from pipeline.tasks import predict_proba
 
 TEACHERS = ("rnn_pretrained", "bag_of_embeddings_lm", "both")
+BASELINES = ("bag_of_embeddings", "rnn_scratch")
 
 
 def train(variant: str, params: Params, info: dict, lm: Path, train_set: Corpus,
@@ -95,6 +96,9 @@ def main() -> None:
                              "both): --next-teacher alone saves the other's time")
     parser.add_argument("--only-used-teachers", action="store_true",
                         help="train only the teacher(s) --teacher names (saves time on reruns)")
+    parser.add_argument("--baselines", nargs="*", default=[], choices=BASELINES,
+                        help="also train these on the labeled reviews only and report their "
+                             "test accuracy (the few-label target's comparison)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
                         help="more overrides, after the point's (quick checks)")
     args = parser.parse_args()
@@ -136,6 +140,11 @@ def main() -> None:
         valid_probs[variant] = probabilities(model, valid, params, runtime)
         if args.teacher in (variant, "both"):
             pool_probs[variant] = probabilities(model, pool, params, runtime)
+    baselines = {}
+    for variant in args.baselines:
+        epochs = settings_of(params, variant).epochs
+        baselines[variant], report[f"baseline_{variant}"] = train(
+            variant, params, info, args.lm, labeled, valid, runtime, epochs, f"baseline {variant}")
     if len(valid_probs) == 2:
         report["teacher_both_valid_accuracy"] = accuracy(
             np.mean(list(valid_probs.values()), axis=0), valid.labels)
@@ -145,7 +154,7 @@ def main() -> None:
                                              "classifier.patience": 2,
                                              "classifier.bag_of_embeddings_lm.batch_size": 64},
                                     "student settings")
-    rounds: dict[str, dict[str, torch.nn.Module]] = {"teacher": teachers}
+    rounds: dict[str, dict[str, torch.nn.Module]] = {"baseline": baselines, "teacher": teachers}
     for r in range(1, args.rounds + 1):
         name = "student" if r == 1 else f"student{r}"  # round 1 keeps the first runs' keys
         chosen, pseudo_labels = confident(teacher_probs, args.per_class)
@@ -177,7 +186,7 @@ def main() -> None:
             test_probs[variant] = probabilities(model, test, params, runtime)
             report[f"{name}_{variant}"]["test_accuracy"] = accuracy(test_probs[variant],
                                                                     test.labels)
-        if len(test_probs) == 2:
+        if len(test_probs) == 2 and name != "baseline":
             report[f"{name}_both_test_accuracy"] = accuracy(
                 np.mean(list(test_probs.values()), axis=0), test.labels)
     report["test_reviews"] = len(test)
