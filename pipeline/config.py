@@ -214,6 +214,23 @@ class BagOfEmbeddingsLMParams(Section):
     batch_size: int = Field(64, gt=0)
 
 
+class TfidfLogRegParams(Section):
+    """The TF-IDF + logistic regression baseline (pipeline/tfidf.py): n-grams of the token
+    ids of whole reviews, sublinear tf; C is chosen on valid from the grid."""
+
+    ngram_max: int = Field(2, ge=1, le=3)  # 2: unigrams and bigrams
+    min_df: int = Field(2, ge=1)  # n-grams in fewer training reviews are dropped
+    C: list[float] = Field([1.0, 3.0, 10.0, 30.0, 100.0, 300.0], min_length=1)
+    max_iter: int = Field(1000, ge=1)
+
+    @field_validator("C")
+    @classmethod
+    def _positive(cls, grid: list[float]) -> list[float]:
+        if any(c <= 0 for c in grid):
+            raise ValueError(f"every C must be positive, got {grid}")
+        return grid
+
+
 class ClassifierParams(Section):
     max_len: int = Field(400, ge=4)
     # BPT3C (ULMFiT): read whole reviews in bptt-token chunks; the RNNs back-propagate
@@ -230,6 +247,7 @@ class ClassifierParams(Section):
     rnn_scratch: RNNClassifierParams = RNNClassifierParams()
     bag_of_embeddings: BagOfEmbeddingsParams = BagOfEmbeddingsParams()
     bag_of_embeddings_lm: BagOfEmbeddingsLMParams = BagOfEmbeddingsLMParams()
+    tfidf_logreg: TfidfLogRegParams = TfidfLogRegParams()
 
 
 class EvaluateParams(Section):
@@ -304,6 +322,9 @@ class EnsembleParams(Section):
 
 
 Variant = Literal["rnn_pretrained", "rnn_scratch", "bag_of_embeddings", "bag_of_embeddings_lm"]
+# any classifier evaluate scores: the PyTorch variants and the scikit-learn baseline
+Teacher = Literal["rnn_pretrained", "rnn_scratch", "bag_of_embeddings", "bag_of_embeddings_lm",
+                  "tfidf_logreg"]
 
 
 class SelfTrainingParams(Section):
@@ -314,7 +335,7 @@ class SelfTrainingParams(Section):
     examples plus those) and self_training@<variant> (reports/self_training.{json,md});
     ``[]`` (params.yaml's default, or no key) leaves them out."""
 
-    teachers: list[Variant] = Field([], max_length=1)
+    teachers: list[Teacher] = Field([], max_length=1)
     students: list[Variant] = Field(["rnn_pretrained", "bag_of_embeddings_lm"], min_length=1)
     unlabeled: int | None = Field(None, ge=1)  # reviews the teacher labels (seeded; null = all)
     per_class: int = Field(10_000, ge=1)
@@ -409,7 +430,9 @@ class Params(Section):
         return self.data.experiment or f"rnn-pretrain-{self.data.dataset}"
 
 
-VARIANTS: tuple[str, ...] = get_args(Variant)
+VARIANTS: tuple[str, ...] = get_args(Variant)  # the PyTorch classifiers (train stage)
+TFIDF_BASELINE = "tfidf_logreg"  # the scikit-learn baseline (train_tfidf stage; pipeline/tfidf.py)
+EVALUATED: tuple[str, ...] = get_args(Teacher)  # what evaluate scores, in this order
 # with params.yaml ensemble.directions [backward]: the classifier fine-tuned from the backward LM,
 # and the ensemble evaluated from its members' mean test probabilities
 BACKWARD_VARIANT = "rnn_pretrained_backward"

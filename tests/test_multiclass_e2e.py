@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pipeline.batching import lm_stream
-from pipeline.config import VARIANTS
+from pipeline.config import EVALUATED
 from pipeline.stages.pretrain import training_corpora
 from tests.conftest import REPO, SHARED_DATA, make_project, run, sha256, stage, tiny_params
 
@@ -113,7 +113,7 @@ def test_three_class_metrics_and_reports(project: Path) -> None:
                               "test": count("test"), "unlabeled": 0}
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert metrics["dataset"]["name"] == "files"
-    assert set(metrics["classifiers"]) == set(VARIANTS)
+    assert set(metrics["classifiers"]) == set(EVALUATED)
     for variant, entry in metrics["classifiers"].items():
         test = entry["test"]
         matrix = np.asarray(test["confusion_matrix"])
@@ -152,7 +152,7 @@ def test_own_experiment_and_fetch_reruns_on_files_settings(project: Path) -> Non
     assert client.get_experiment_by_name("rnn-pretrain-imdb") is None
     experiment = client.get_experiment_by_name("rnn-pretrain-files")
     names = {r.info.run_name for r in client.search_runs([experiment.experiment_id])}
-    assert {"pretrain", "evaluate", *[f"clf:{v}" for v in VARIANTS]} <= names
+    assert {"pretrain", "evaluate", *[f"clf:{v}" for v in EVALUATED]} <= names
 
     source = json.loads((project / "data/raw/source.json").read_text())
     assert source["counts"]["test/weather"] == count("test") // 3

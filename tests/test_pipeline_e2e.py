@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import BACKWARD_VARIANT, ENSEMBLES, VARIANTS
+from pipeline.config import BACKWARD_VARIANT, ENSEMBLES, EVALUATED, VARIANTS
 from pipeline.text import Vocab
 from tests.conftest import TinyRun, copy_project, ran_stages, run, stage
 
@@ -19,14 +19,14 @@ pytestmark = pytest.mark.slow
 
 STAGES = ["fetch", "prepare", "tokenize", "vocab", "pretrain", "train_rnn_pretrained",
           "train_rnn_scratch", "train_bag_of_embeddings", "train_bag_of_embeddings_lm",
-          "evaluate"]
+          "train_tfidf", "evaluate"]
 
 
 def check_contract(metrics: dict) -> None:
     lm = metrics["lm"]
     assert isinstance(lm["valid_perplexity"], float) and lm["valid_perplexity"] > 1
     assert isinstance(lm["epochs"], int) and isinstance(lm["tokens"], int) and lm["tokens"] > 0
-    assert set(metrics["classifiers"]) == set(VARIANTS)
+    assert set(metrics["classifiers"]) == set(EVALUATED)
     for entry in metrics["classifiers"].values():
         test = entry["test"]
         for key in ("accuracy", "macro_f1", "roc_auc"):
@@ -48,13 +48,13 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_run: TinyRun) -> Path
 def test_outputs_and_metrics_contract(project: Path) -> None:
     for path in ["data/raw/aclImdb_v1.tar.gz", "data/prepared/train.parquet",
                  "data/tokens/test.parquet", "data/vocab/vocab.json", "data/vocab/test_ids.npy",
-                 "models/lm.pt", *[f"models/{v}.pt" for v in VARIANTS],
+                 "models/lm.pt", *[f"models/{v}.pt" for v in EVALUATED],
                  "reports/comparison.md", "reports/plots/roc.png",
                  "reports/plots/confusion.png", "reports/plots/training_curves.png"]:
         assert (project / path).exists(), path
     check_contract(json.loads((project / "reports/metrics.json").read_text()))
     table = (project / "reports/comparison.md").read_text()
-    for variant in VARIANTS:
+    for variant in EVALUATED:
         assert f"| {variant} |" in table
     plots = run(["dvc", "plots", "show", "-o", "plots_html"], cwd=project)
     assert (project / "plots_html" / "index.html").exists(), plots.stdout
@@ -62,7 +62,7 @@ def test_outputs_and_metrics_contract(project: Path) -> None:
     itos = json.loads((project / "data/vocab/vocab.json").read_text())["itos"]
     fingerprint = json.loads((project / "data/vocab/info.json").read_text())["vocab_sha256"]
     assert fingerprint == Vocab(tuple(itos)).sha256
-    for name in ["lm", *VARIANTS]:
+    for name in ["lm", *EVALUATED]:
         blob = torch.load(project / "models" / f"{name}.pt", weights_only=True)
         assert blob["vocab_sha256"] == fingerprint, name
 
@@ -89,7 +89,7 @@ def test_mlflow_runs_are_linked(project: Path) -> None:
     experiment = client.get_experiment_by_name("rnn-pretrain-imdb")
     runs = client.search_runs([experiment.experiment_id])
     by_name = {r.info.run_name: r for r in runs}
-    stage_runs = ["pretrain", "evaluate", *[f"clf:{v}" for v in VARIANTS]]
+    stage_runs = ["pretrain", "evaluate", *[f"clf:{v}" for v in EVALUATED]]
     assert {"pipeline", *stage_runs} <= set(by_name)
     parent = by_name["pipeline"].info.run_id
     for name in stage_runs:

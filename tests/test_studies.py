@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 import pipeline.studies
-from pipeline.config import VARIANTS, StudiesParams, StudyPoint, load_params
+from pipeline.config import EVALUATED, VARIANTS, StudiesParams, StudyPoint, load_params
 from pipeline.errors import PipelineError
 from pipeline.studies import NO_WORKERS, queue_point, queue_rows, queue_states, study_points
 from tests.conftest import TinyRun, copy_project, ran_stages, run, stop_queue_workers
@@ -307,8 +307,8 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
     curve = pd.read_csv(root / "reports/studies/learning_curve.csv")
     full = curve.loc[curve.point == "all", "train_examples"].unique().tolist()
     assert len(full) == 1 and full[0] > 16  # the main run: every labeled example
-    assert set(curve.variant) == set(VARIANTS)
-    for variant in VARIANTS:
+    assert set(curve.variant) == set(EVALUATED)
+    for variant in EVALUATED:
         sizes = sorted(curve.loc[curve.variant == variant, "train_examples"])
         assert sizes == [8, full[0]]
     assert ((curve.ci_low <= curve.accuracy) & (curve.accuracy <= curve.ci_high)).all()
@@ -319,7 +319,7 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
     run([sys.executable, "-m", "pipeline.studies", "ablation", "--jobs", "2"], cwd=root)
     ablation = pd.read_csv(root / "reports/studies/ablation.csv")
     base = ablation[ablation.point == "base"]
-    assert set(base.variant) == set(VARIANTS) and (base.train_examples == 16).all()
+    assert set(base.variant) == set(EVALUATED) and (base.train_examples == 16).all()
     changed = ablation[ablation.point == "last_pooling"]
     assert changed.variant.tolist() == ["rnn_pretrained"]
     assert changed.train_examples.tolist() == [16]  # the base's overrides carried over
@@ -344,7 +344,7 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
             [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
         # fewer labels rerun the classifiers and evaluate; the LM (no labels) is reused
         assert {c.info.run_name for c in children} == {
-            *(f"clf:{variant}" for variant in VARIANTS), "evaluate"}
+            *(f"clf:{variant}" for variant in EVALUATED), "evaluate"}
         assert all(c.data.tags["dvc.exp_name"] == parent.data.tags["dvc.exp_name"]
                    for c in children)
     assert not list((root / ".dvc/tmp/exps").rglob("mlflow.db"))
@@ -352,7 +352,7 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
     run([sys.executable, "-m", "pipeline.studies", "pretraining-budget"], cwd=root)
     budget = pd.read_csv(root / "reports/studies/pretraining_budget.csv")
     assert set(budget.config) == {"lm_short", "main run"}
-    assert set(budget.variant) == set(VARIANTS)
+    assert set(budget.variant) == set(EVALUATED)
     # what the experiment reused from the cache (no LM under it) is listed once
     for variant in ("rnn_scratch", "bag_of_embeddings"):
         assert budget.loc[budget.variant == variant, "config"].tolist() == ["main run"]

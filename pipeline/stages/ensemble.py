@@ -22,6 +22,7 @@ from pipeline.metrics import accuracy_interval, classification_metrics
 from pipeline.stages.evaluate import (
     BASELINE,
     PROBABILITIES,
+    STRONG_BASELINE,
     add_baseline_differences,
     add_costs,
     evaluate_model,
@@ -46,9 +47,10 @@ def main() -> None:
     if any(variant not in evaluated for variant in (forward, BASELINE)):
         raise PipelineError(f"{metrics_path} lacks {forward} or {BASELINE}: rerun evaluate "
                             "(dvc repro)")
-    probs = read_probabilities(reports / PROBABILITIES, (forward, BASELINE),
-                               info["label_names"], labels)
-    results = {v: evaluated[v] for v in (forward, BASELINE)}
+    # the baselines the new results are compared with (evaluate's outputs)
+    reused = (forward, BASELINE, *[v for v in (STRONG_BASELINE,) if v in evaluated])
+    probs = read_probabilities(reports / PROBABILITIES, reused, info["label_names"], labels)
+    results = {v: evaluated[v] for v in reused}
     sources = {}
     probs[BACKWARD_VARIANT], results[BACKWARD_VARIANT], sources[BACKWARD_VARIANT] = (
         evaluate_model(BACKWARD_VARIANT, models_dir, reports, test, indices, info,

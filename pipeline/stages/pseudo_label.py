@@ -22,12 +22,11 @@ import pandas as pd
 from pipeline import tracking
 from pipeline.artifacts import VOCAB_INFO_KEYS
 from pipeline.batching import Corpus
-from pipeline.config import VARIANTS, load_params
+from pipeline.config import EVALUATED, load_params
 from pipeline.errors import PipelineError, run_stage
+from pipeline.inference import saved_classifier_proba
 from pipeline.io import atomic_outputs, read_json, require, write_json
-from pipeline.models import load_checkpoint
 from pipeline.runtime import setup
-from pipeline.tasks import predict_proba
 
 
 def confident(probs: np.ndarray, per_class: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +53,7 @@ def pool_rows(size: int, count: int | None, seed: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("teacher", choices=VARIANTS)
+    parser.add_argument("teacher", choices=EVALUATED)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", default="data/vocab")
     parser.add_argument("--models", default="models")
@@ -74,14 +73,10 @@ def main() -> None:
             f"self-training needs unlabeled text, and {data_dir} has none (dataset "
             f"{params.data.dataset!r}): set self_training.teachers to [] or add unlabeled text "
             "(data.files.unlabeled)")
-    model, blob = load_checkpoint(require(Path(args.models) / f"{args.teacher}.pt",
-                                          "teacher classifier"),
-                                  None, info["vocab_size"], info["vocab_sha256"])
-    model.to(runtime.device)
     rows = pool_rows(len(unlabeled), settings.unlabeled, params.runtime.seed)
     started = time.perf_counter()
-    probs = predict_proba(model, unlabeled.take(rows), 256, blob["max_len"], runtime.device,
-                          runtime)
+    probs = saved_classifier_proba(args.teacher, Path(args.models), unlabeled.take(rows),
+                                   info, runtime)[0]
     chosen, labels = confident(probs, settings.per_class)
     seconds = time.perf_counter() - started
     label_names = info["label_names"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pipeline import tracking
 from pipeline.artifacts import LM_REPORT_KEYS
-from pipeline.config import LANGUAGE_MODEL_OF, SELF_TRAINED, VARIANTS
+from pipeline.config import EVALUATED, LANGUAGE_MODEL_OF, SELF_TRAINED
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_outputs, read_json, require, write_json
 from pipeline.metrics import difference_interval
@@ -55,7 +55,7 @@ def main() -> None:
     if any(variant not in evaluated for variant in needed):
         raise PipelineError(f"{metrics_path} lacks one of {', '.join(sorted(needed))}: rerun "
                             "evaluate (dvc repro)")
-    reused = [v for v in VARIANTS if v in evaluated]  # evaluate scored these: shown as well
+    reused = [v for v in EVALUATED if v in evaluated]  # evaluate scored these: shown as well
     probs = read_probabilities(reports / PROBABILITIES, tuple(reused), info["label_names"],
                                labels)
     results = {v: evaluated[v] for v in reused}
