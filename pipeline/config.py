@@ -344,6 +344,11 @@ class SelfTrainingParams(Section):
     batch_size: int = Field(64, gt=0)
     patience: int = Field(2, ge=1)
     rnn_epochs: int = Field(3, ge=1)
+    # then each student trains on the labeled examples alone for up to gold_epochs epochs
+    # (0 = off), at gold_lr_scale times classifier.<student>'s learning rates, with
+    # classifier's batch size and patience; kept only if its valid accuracy improves
+    gold_epochs: int = Field(0, ge=0)
+    gold_lr_scale: float = Field(0.1, gt=0.0, le=1.0)
 
     @field_validator("students")
     @classmethod

@@ -72,7 +72,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_run: TinyRun) -> Path
     """The tiny project, self-training switched on and run."""
     root = copy_project(tiny_run.root, tmp_path_factory.mktemp("self_training") / "repo")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["self_training"].update(teachers=["bag_of_embeddings_lm"], per_class=5)
+    params["self_training"].update(teachers=["bag_of_embeddings_lm"], per_class=5,
+                                   gold_epochs=2)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run(["dvc", "repro"], cwd=root)
     assert sorted(ran_stages(result.stdout)) == sorted([
@@ -123,6 +124,22 @@ def test_students_train_on_labeled_plus_pseudo_labeled_and_are_compared(project:
         assert summary["pseudo_labeled"] == 10 and summary["variant"] == name
         model, blob = load_checkpoint(project / f"models/self_trained/{variant}.pt")
         assert blob["variant"] == name
+        # gold_epochs: then the labeled reviews alone; the model saved is the one whose
+        # valid accuracy the summary reports (the student's when that step did not beat it)
+        curve = pd.read_csv(project / f"reports/self_trained/curves/{variant}.csv")
+        last_step = curve[curve.phase == "labeled only"]
+        first_step = curve[curve.phase == "labeled + pseudo-labeled"]
+        assert 1 <= len(last_step) <= 2 and len(first_step) == summary["epochs"]
+        assert curve.epoch.tolist() == list(range(1, len(curve) + 1))
+        gold = summary["labeled_only"]
+        assert gold["valid_accuracy"] == last_step.valid_accuracy.max()
+        assert gold["kept"] == (gold["valid_accuracy"] > first_step.valid_accuracy.max())
+        assert summary["valid_accuracy"] == max(gold["valid_accuracy"],
+                                                first_step.valid_accuracy.max())
+        valid = Corpus.load(project / "data/vocab", "valid")
+        valid_correct = predict_proba(model, valid, 8, blob["max_len"], torch.device("cpu")
+                                      ).argmax(1) == valid.labels
+        assert valid_correct.mean() == pytest.approx(summary["valid_accuracy"])
         correct = predict_proba(model, test, 8, blob["max_len"], torch.device("cpu")
                                 ).argmax(1) == test.labels
         assert entry["test"]["accuracy"] == pytest.approx(correct.mean())

@@ -117,12 +117,17 @@ def build(variant: str, params: Params, vocab_size: int, vocab_sha256: str, n_cl
               "backward": backward}
     if grad_len is not None:  # BPT3C; without it, checkpoints are as they always were
         config.update(grad_len=grad_len, bptt=common.bptt)
-    # discriminative learning rates: lower layers (more general features) move slower
+    return model, "rnn_classifier", config, rnn_param_groups(model, settings)
+
+
+def rnn_param_groups(model: RNNClassifier, settings: RNNClassifierParams,
+                     lr_scale: float = 1.0) -> list[dict]:
+    """Discriminative learning rates: lower layers (more general features) move slower."""
     layer_groups = model.layer_groups()
     top = len(layer_groups) - 1
-    groups = [{"params": params_, "lr": settings.lr / settings.layer_lr_decay ** (top - i)}
-              for i, params_ in enumerate(layer_groups)]
-    return model, "rnn_classifier", config, groups
+    return [{"params": params_,
+             "lr": lr_scale * settings.lr / settings.layer_lr_decay ** (top - i)}
+            for i, params_ in enumerate(layer_groups)]
 
 
 def gradual_unfreezing(model: RNNClassifier) -> Callable[[int], None]:
@@ -171,6 +176,39 @@ def train_classifier(variant: str, params: Params, info: dict, lm_path: Path, tr
                  if getattr(settings, "gradual_unfreezing", False) else None,
                  checkpoint=checkpoint)
     return Trained(model, kind, config, result, read_len)
+
+
+def fine_tune_on_labels(trained: Trained, variant: str, params: Params, labeled: Corpus,
+                        valid: Corpus, runtime: Runtime, desc: str,
+                        on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+    """Self-training's last step (``self_training.gold_epochs``): the student, trained on
+    labeled + pseudo-labeled reviews, trains on the labeled ones alone, at
+    ``self_training.gold_lr_scale`` times its usual learning rates (one-cycle, early
+    stopping on valid), so the pseudo-labels' errors are not what it learns last. The result
+    is kept only if it beats the student's valid accuracy; otherwise the student's weights
+    are put back. ``params``: the run's own settings, not the student's."""
+    settings = settings_of(params, variant)
+    scale = params.self_training.gold_lr_scale
+    model = trained.model
+    student = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.requires_grad_(True)  # gradual unfreezing may have left groups frozen
+    groups = (rnn_param_groups(model, settings, scale) if isinstance(model, RNNClassifier)
+              else [{"params": model.parameters(), "lr": scale * settings.lr}])
+    batch_size = getattr(settings, "batch_size", params.classifier.batch_size)
+    task = ClassifierTask(labeled, valid, batch_size, trained.read_len, params.runtime.seed,
+                          runtime.device)
+    optimizer = adamw(groups, weight_decay=settings.weight_decay)
+    epochs = params.self_training.gold_epochs
+    result = fit(model, task, optimizer, one_cycle(optimizer, epochs * task.steps_per_epoch),
+                 runtime, epochs=epochs, clip=params.classifier.clip, monitor="valid_accuracy",
+                 higher_is_better=True, patience=params.classifier.patience, desc=desc,
+                 on_epoch=on_epoch)
+    kept = result.best["valid_accuracy"] > trained.result.best["valid_accuracy"]
+    if not kept:
+        model.load_state_dict(student)
+    return {"kept": kept, "valid_accuracy": result.best["valid_accuracy"],
+            "best_epoch": result.best_epoch, "epochs": len(result.history),
+            "seconds": result.seconds, "history": result.history}
 
 
 def student_params(params: Params) -> Params:
@@ -228,7 +266,9 @@ def main() -> None:
     name, train, sections = variant, labeled, ("data", "vocab", "classifier", "runtime")
     if variant != "bag_of_embeddings":  # the others depend on the encoder settings too
         sections = ("data", "vocab", "model", "classifier", "runtime")
-    if args.pseudo_labels is not None:  # a self-training student: labeled + pseudo-labeled
+    own_params = params  # a student's last step (gold_epochs) trains with these
+    student = args.pseudo_labels is not None
+    if student:  # a self-training student: labeled + pseudo-labeled
         params = student_params(params)
         pseudo = pseudo_labeled(Path(args.pseudo_labels), data_dir, info)
         name, train = variant + SELF_TRAINED, Corpus.concat(labeled, pseudo)
@@ -238,25 +278,43 @@ def main() -> None:
     checkpoint = Checkpointing.for_stage(  # all sections but runtime
         name, flatten(params, sections[:-1]), params.runtime, info)
 
-    def train_model(on_epoch: Callable[[int, dict], None] | None) -> Trained:
-        return train_classifier(variant, params, info, Path(args.lm), train, valid, runtime,
-                                name, on_epoch, checkpoint)
+    gold_epochs = params.self_training.gold_epochs if student else 0
+
+    def train_model(on_epoch: Callable[[int, dict], None] | None,
+                    on_gold_epoch: Callable[[int, dict], None] | None) -> tuple[Trained, dict]:
+        trained = train_classifier(variant, params, info, Path(args.lm), train, valid, runtime,
+                                   name, on_epoch, checkpoint)
+        gold = {} if not gold_epochs else fine_tune_on_labels(
+            trained, variant, own_params, labeled, valid, runtime, f"{name} (labeled only)",
+            on_gold_epoch)
+        return trained, gold
 
     if not distributed.is_main():  # torchrun: rank 0 logs and writes the outputs
-        train_model(None)
+        train_model(None, None)
         return
     with tracking.stage_run(params, f"train_{name}", f"clf:{name}", sections) as run:
         import mlflow
 
         mlflow.set_tag("variant", name)
-        trained = train_model(lambda e, m: tracking.log_epoch(m, e))
+        trained, gold = train_model(lambda e, m: tracking.log_epoch(m, e),
+                                    lambda e, m: tracking.log_epoch(m, e, "labeled_only_"))
         result = trained.result
         summary = {"variant": name, "valid_accuracy": result.best["valid_accuracy"],
                    "best_epoch": result.best_epoch, "epochs": len(result.history),
                    "train_seconds": result.seconds, "mlflow_run_id": run.info.run_id,
                    "train_examples": len(labeled)}  # labeled by people: the x of few-label plots
-        if train is not labeled:
+        history = pd.DataFrame(result.history)
+        if student:
             summary["pseudo_labeled"] = len(train) - len(labeled)
+        if gold:  # the last step on the labeled reviews alone: its epochs follow in the curve
+            summary["labeled_only"] = {k: v for k, v in gold.items() if k != "history"}
+            summary["train_seconds"] += gold["seconds"]
+            if gold["kept"]:
+                summary["valid_accuracy"] = gold["valid_accuracy"]
+            history = pd.concat([history.assign(phase="labeled + pseudo-labeled"),
+                                 pd.DataFrame(gold["history"]).assign(
+                                     epoch=lambda f: f["epoch"] + len(result.history),
+                                     phase="labeled only")], ignore_index=True)
         summary_path = Path(args.reports) / "train" / f"{variant}.json"
         # the model and its reports appear together, once MLflow has them too
         with atomic_outputs(model_path, curve_path, summary_path) as (model_tmp, curve_tmp,
@@ -264,20 +322,24 @@ def main() -> None:
             save_checkpoint(model_tmp, trained.kind, trained.config, trained.model,
                             {"label_names": info["label_names"], "max_len": trained.read_len,
                              "variant": name, "vocab_sha256": info["vocab_sha256"]})
-            pd.DataFrame(result.history).to_csv(curve_tmp, index=False)
+            history.to_csv(curve_tmp, index=False)
             write_json(summary_tmp, summary)
             from pipeline.serving import log_classifier_model  # imports mlflow.pyfunc
 
             log_classifier_model(name, model_tmp, data_dir / "vocab.json",
                                  params.tokenize.lowercase)
             mlflow.log_metrics({"valid_accuracy": summary["valid_accuracy"],
-                                "train_seconds": result.seconds,
+                                "train_seconds": summary["train_seconds"],
                                 "best_epoch": result.best_epoch})
             mlflow.log_artifact(str(model_tmp), artifact_path="model")
             mlflow.log_artifact(str(curve_tmp), artifact_path="curves")
     checkpoint.discard()  # outputs are safely written: nothing left to resume
     print(f"[{name}] best valid accuracy {summary['valid_accuracy']:.4f} "
-          f"(epoch {result.best_epoch}, {result.seconds:.0f} s)")
+          f"(epoch {result.best_epoch}, {summary['train_seconds']:.0f} s)")
+    if gold:
+        print(f"[{name}] then on the labeled reviews alone: valid accuracy "
+              f"{gold['valid_accuracy']:.4f} ({'kept' if gold['kept'] else 'not kept'}: the "
+              f"student's was {result.best['valid_accuracy']:.4f})")
 
 
 if __name__ == "__main__":
