@@ -365,17 +365,30 @@ def save_checkpoint(path: Path, kind: str, config: dict, model: nn.Module,
         torch.save({"kind": kind, "config": config, "state_dict": state, **(extra or {})}, tmp)
 
 
+def read_checkpoint(path: Path) -> dict:
+    """The saved dict of any of the pipeline's model files (the TF-IDF baseline's too),
+    read with ``weights_only=True``: tensors, numbers and strings, no pickled code."""
+    if not Path(path).is_file():
+        raise PipelineError(f"missing model file: {path} (run the earlier stages: dvc repro)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupted, not a torch file: many exception types
+        raise PipelineError(f"{path} is not a checkpoint written by this pipeline: {exc}") from exc
+    if not isinstance(blob, dict):
+        raise PipelineError(f"{path} is not a checkpoint written by this pipeline "
+                            f"(holds a {type(blob).__name__}, not a dict)")
+    return blob
+
+
 def load_checkpoint(path: Path, expect_kind: str | None = None, vocab_size: int | None = None,
                     vocab_sha256: str | None = None) -> tuple[nn.Module, dict]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``), checked
     against the vocabulary it will read (its size, and its fingerprint where the checkpoint
     records one)."""
-    if not Path(path).is_file():
-        raise PipelineError(f"missing model file: {path} (run the earlier stages: dvc repro)")
+    blob = read_checkpoint(path)
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
         kind, config = blob["kind"], blob["config"]
-    except Exception as exc:  # unpickling errors come in many types
+    except (KeyError, TypeError) as exc:
         raise PipelineError(f"{path} is not a checkpoint written by this pipeline: {exc}") from exc
     if expect_kind and kind != expect_kind:
         raise PipelineError(f"{path} holds a {kind!r} model, expected {expect_kind!r}")

@@ -19,6 +19,7 @@ import torch
 from pipeline.batching import Corpus
 from pipeline.config import TFIDF_BASELINE
 from pipeline.errors import PipelineError
+from pipeline.models import read_checkpoint
 
 KIND = TFIDF_BASELINE  # the saved dict's "kind"
 
@@ -92,14 +93,8 @@ class TfidfLogReg:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
-        if not path.exists():
-            raise PipelineError(f"missing TF-IDF model: {path} (run the pipeline first: "
-                                "dvc repro)")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # truncated, corrupted or not a torch file
-            raise PipelineError(f"cannot read the TF-IDF model {path}: {exc}") from None
-        if not isinstance(blob, dict) or blob.get("kind") != KIND:
+        blob = read_checkpoint(path)
+        if blob.get("kind") != KIND:
             raise PipelineError(f"{path} is not a TF-IDF + logistic regression model")
         if blob.get("vocab_sha256") != vocab_sha256:
             raise PipelineError(f"{path} was trained with another vocabulary: rerun "

@@ -92,6 +92,12 @@ def test_checkpoint_round_trip_and_mismatches(tmp_path: Path) -> None:
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(PipelineError, match="not a checkpoint written by this pipeline"):
         load_checkpoint(path)
+    torch.save([1, 2], path)  # a torch file, but not the pipeline's dict
+    with pytest.raises(PipelineError, match="holds a list, not a dict"):
+        load_checkpoint(path)
+    torch.save({"kind": "rnn_classifier"}, path)  # a dict without the model config
+    with pytest.raises(PipelineError, match="not a checkpoint written by this pipeline"):
+        load_checkpoint(path)
 
 
 def test_layer_groups_cover_every_parameter_once() -> None:
