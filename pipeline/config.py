@@ -214,9 +214,10 @@ class BagOfEmbeddingsLMParams(Section):
     batch_size: int = Field(64, gt=0)
 
 
-class TfidfLogRegParams(Section):
-    """The TF-IDF + logistic regression baseline (pipeline/tfidf.py): n-grams of the token
-    ids of whole reviews, sublinear tf; C is chosen on valid from the grid."""
+class NgramLogRegParams(Section):
+    """An n-gram + logistic regression baseline (pipeline/ngrams.py: tfidf_logreg,
+    nb_logreg): n-grams of the token ids of whole reviews; C is chosen on valid from the
+    grid."""
 
     ngram_max: int = Field(2, ge=1, le=3)  # 2: unigrams and bigrams
     min_df: int = Field(2, ge=1)  # n-grams in fewer training reviews are dropped
@@ -247,7 +248,8 @@ class ClassifierParams(Section):
     rnn_scratch: RNNClassifierParams = RNNClassifierParams()
     bag_of_embeddings: BagOfEmbeddingsParams = BagOfEmbeddingsParams()
     bag_of_embeddings_lm: BagOfEmbeddingsLMParams = BagOfEmbeddingsLMParams()
-    tfidf_logreg: TfidfLogRegParams = TfidfLogRegParams()
+    tfidf_logreg: NgramLogRegParams = NgramLogRegParams()
+    nb_logreg: NgramLogRegParams = NgramLogRegParams(ngram_max=3, C=[1.0, 3.0, 10.0, 30.0])
 
 
 class EvaluateParams(Section):
@@ -322,9 +324,9 @@ class EnsembleParams(Section):
 
 
 Variant = Literal["rnn_pretrained", "rnn_scratch", "bag_of_embeddings", "bag_of_embeddings_lm"]
-# any classifier evaluate scores: the PyTorch variants and the scikit-learn baseline
+# any classifier evaluate scores: the PyTorch variants and the scikit-learn baselines
 Teacher = Literal["rnn_pretrained", "rnn_scratch", "bag_of_embeddings", "bag_of_embeddings_lm",
-                  "tfidf_logreg"]
+                  "tfidf_logreg", "nb_logreg"]
 
 
 class SelfTrainingParams(Section):
@@ -436,7 +438,8 @@ class Params(Section):
 
 
 VARIANTS: tuple[str, ...] = get_args(Variant)  # the PyTorch classifiers (train stage)
-TFIDF_BASELINE = "tfidf_logreg"  # the scikit-learn baseline (train_tfidf stage; pipeline/tfidf.py)
+# the scikit-learn baselines (train_ngrams stage; pipeline/ngrams.py) and their weighting
+NGRAM_BASELINES: dict[str, str] = {"tfidf_logreg": "tfidf", "nb_logreg": "nb"}
 EVALUATED: tuple[str, ...] = get_args(Teacher)  # what evaluate scores, in this order
 # with params.yaml ensemble.directions [backward]: the classifier fine-tuned from the backward LM,
 # and the ensemble evaluated from its members' mean test probabilities

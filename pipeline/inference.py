@@ -1,5 +1,5 @@
 """Class probabilities from a saved classifier, whichever library trained it: the PyTorch
-checkpoints of the train stage, or the TF-IDF baseline of the train_tfidf stage."""
+checkpoints of the train stage, or the n-gram baselines of the train_ngrams stage."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.batching import Corpus
-from pipeline.config import TFIDF_BASELINE
+from pipeline.config import NGRAM_BASELINES
 from pipeline.models import load_checkpoint
 from pipeline.runtime import Runtime
 from pipeline.tasks import predict_proba
@@ -21,12 +21,12 @@ def saved_classifier_proba(variant: str, models_dir: Path, corpus: Corpus, info:
     ``corpus`` and the seconds they took; ``info``: data/vocab/info.json, the vocabulary
     it must have been trained with."""
     path = models_dir / f"{variant}.pt"
-    if variant == TFIDF_BASELINE:
-        from pipeline.tfidf import TfidfLogReg  # scikit-learn: only when it is asked for
+    if variant in NGRAM_BASELINES:
+        from pipeline.ngrams import NgramLogReg  # scikit-learn: only when it is asked for
 
-        tfidf, _ = TfidfLogReg.load(path, info["vocab_sha256"])
+        ngrams, _ = NgramLogReg.load(path, info["vocab_sha256"])
         started = time.perf_counter()
-        return tfidf.predict_proba(corpus), time.perf_counter() - started
+        return ngrams.predict_proba(corpus), time.perf_counter() - started
     model, blob = load_checkpoint(path, None, info["vocab_size"], info["vocab_sha256"])
     model.to(runtime.device)
     started = time.perf_counter()

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 STAGES = ["fetch", "prepare", "tokenize", "vocab", "pretrain", "train_rnn_pretrained",
           "train_rnn_scratch", "train_bag_of_embeddings", "train_bag_of_embeddings_lm",
-          "train_tfidf", "evaluate"]
+          "train_ngrams@tfidf_logreg", "train_ngrams@nb_logreg", "evaluate"]
 
 
 def check_contract(metrics: dict) -> None:

@@ -209,25 +209,25 @@ def test_switching_self_training_off_removes_its_stages(project: Path, tmp_path:
 
 
 @pytest.mark.slow
-def test_the_tfidf_baseline_can_teach(project: Path, tmp_path: Path) -> None:
-    """teachers: [tfidf_logreg] (the scikit-learn baseline): DVC adds its stages, and the
+def test_an_ngram_baseline_can_teach(project: Path, tmp_path: Path) -> None:
+    """teachers: [nb_logreg] (a scikit-learn baseline): DVC adds its stages, and the
     stage keeps the reviews that model is surest of."""
-    from pipeline.tfidf import TfidfLogReg
+    from pipeline.ngrams import NgramLogReg
 
     root = copy_project(project, tmp_path / "repo")
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["self_training"]["teachers"] = ["tfidf_logreg"]
+    params["self_training"]["teachers"] = ["nb_logreg"]
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     listed = run(["dvc", "stage", "list"], cwd=root).stdout
-    assert "pseudo_label@tfidf_logreg" in listed and "self_training@tfidf_logreg" in listed
+    assert "pseudo_label@nb_logreg" in listed and "self_training@nb_logreg" in listed
     out = tmp_path / "out"
-    stage("pseudo_label", "tfidf_logreg", "--out", str(out / "p.parquet"), "--report",
+    stage("pseudo_label", "nb_logreg", "--out", str(out / "p.parquet"), "--report",
           str(out / "p.json"), cwd=root)
     info = json.loads((root / "data/vocab/info.json").read_text())
-    teacher, _ = TfidfLogReg.load(root / "models/tfidf_logreg.pt", info["vocab_sha256"])
+    teacher, _ = NgramLogReg.load(root / "models/nb_logreg.pt", info["vocab_sha256"])
     probs = teacher.predict_proba(Corpus.load(root / "data/vocab", "unlabeled"))
     rows, labels = confident(probs, 5)
     pseudo = pd.read_parquet(out / "p.parquet")
     assert pseudo["unlabeled_row"].tolist() == rows.tolist()
     assert pseudo["label"].tolist() == labels.tolist()
-    assert json.loads((out / "p.json").read_text())["teacher"] == "tfidf_logreg"
+    assert json.loads((out / "p.json").read_text())["teacher"] == "nb_logreg"
