@@ -35,8 +35,11 @@ from pipeline.config import load_params  # noqa: E402
 from pipeline.timing import TIMINGS, read_timings  # noqa: E402
 
 
-def resolve(expression: str, params: dict) -> list[str]:
-    """The list a ``foreach`` / ``matrix`` takes from params.yaml: ``${section.key}``."""
+def resolve(expression: str | list, params: dict) -> list[str]:
+    """The list a ``foreach`` / ``matrix`` takes: written out in dvc.yaml, or from
+    params.yaml as ``${section.key}``."""
+    if isinstance(expression, list):
+        return [str(item) for item in expression]
     if not (expression.startswith("${") and expression.endswith("}")):
         raise SystemExit(f"unsupported foreach / matrix value {expression!r}")
     value: object = params
