@@ -89,9 +89,12 @@ class NgramLogReg:
         except ValueError as exc:  # e.g. min_df above every n-gram's document count
             raise PipelineError(f"n-gram features: {exc} ({setting})") from None
         n_classes = int(train.labels.max()) + 1  # labeled_sample keeps every class
-        # tfidf: one multinomial model; nb: one binary model per row of ratios
+        # tfidf: one multinomial model on the features as they are; nb: one binary model per
+        # row of ratios, on the features scaled by it (scaled once, not once per C)
         ratios = (log_count_ratios(train_x, train.labels, n_classes) if weighting == "nb"
                   else np.ones((1, train_x.shape[1]), dtype=np.float32))
+        inputs = ([train_x @ sparse.diags(ratio) for ratio in ratios] if weighting == "nb"
+                  else [train_x])
         targets = ([train.labels] if weighting == "tfidf" or n_classes == 2
                    else [(train.labels == c).astype(int) for c in range(n_classes)])
         valid_x = fitted.transform(texts(valid))
@@ -99,9 +102,9 @@ class NgramLogReg:
         for C in sorted(C_grid):
             started = time.perf_counter()
             weights, bias = [], []
-            for ratio, target in zip(ratios, targets, strict=True):
+            for features, ratio, target in zip(inputs, ratios, targets, strict=True):
                 model = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
-                model.fit(train_x @ sparse.diags(ratio), target)
+                model.fit(features, target)
                 weights.append(model.coef_ * ratio)  # folded: features @ weights.T + bias
                 bias.append(model.intercept_)
             candidate = cls(weighting, fitted, np.concatenate(weights).astype(np.float32),
