@@ -241,6 +241,10 @@ class ClassifierParams(Section):
     # labeled training examples the classifiers see (a stratified sample of the train split;
     # null = all): few-label studies and learning curves. Pretraining still reads all text.
     train_examples: int | None = Field(None, ge=2)
+    # the seed of everything after pretraining: the labeled sample, the classifiers'
+    # initialization and batch order, self-training's unlabeled sample. null = runtime.seed.
+    # Another value repeats a (few-label) run on another sample with the same language model.
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
     batch_size: int = Field(64, gt=0)
     patience: int = Field(2, ge=1)
     clip: float = Field(1.0, gt=0.0)
@@ -396,6 +400,11 @@ class Params(Section):
     gate: GateParams
     runtime: RuntimeParams
     studies: StudiesParams = StudiesParams()
+
+    @property
+    def classifier_seed(self) -> int:
+        """classifier.seed, or runtime.seed when it is null."""
+        return self.runtime.seed if self.classifier.seed is None else self.classifier.seed
 
     @model_validator(mode="after")
     def _adaptive_tails_have_width(self) -> Params:

@@ -25,6 +25,14 @@ def test_repository_params_are_valid() -> None:
     assert flatten(params, ("pretrain",))["pretrain.bptt"] == params.pretrain.bptt
 
 
+def test_classifier_seed_defaults_to_the_runtime_seed(tmp_path: Path) -> None:
+    params = load_params(REPO / "params.yaml")
+    assert params.classifier.seed is None
+    assert params.classifier_seed == params.runtime.seed
+    chosen = load_params(write(tmp_path, lambda p: p["classifier"].update(seed=43)))
+    assert (chosen.classifier_seed, chosen.runtime.seed) == (43, params.runtime.seed)
+
+
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda p: p["model"].update(cell="transformer"), "model.cell"),
     (lambda p: p["model"].update(hidden=0), "model.hidden"),
@@ -43,6 +51,7 @@ def test_repository_params_are_valid() -> None:
     (lambda p: p["gate"].update(max_drop_vs_accepted=float("nan")), "gate.max_drop_vs_accepted"),
     # seeds outside what NumPy / scikit-learn accept used to fail mid-stage
     (lambda p: p["runtime"].update(seed=-1), "runtime.seed"),
+    (lambda p: p["classifier"].update(seed=2**32), "classifier.seed"),
     # a fifth tail cluster of hidden 256 would project to 256 / 4^5 = 0 dimensions
     (lambda p: p["pretrain"].update(adaptive_cutoffs=[2000, 5000, 10000, 15000, 20000]),
      "pretrain.adaptive_cutoffs: 5 cutoffs need model.hidden >= 1024"),

@@ -136,6 +136,30 @@ def test_classifier_param_change_reruns_only_classifier_and_evaluate(project: Pa
     assert ran_stages(result.stdout) == ["train_rnn_scratch", "evaluate"]
 
 
+def test_classifier_seed_resamples_the_labels_and_keeps_the_language_model(
+        project: Path, tmp_path: Path) -> None:
+    """classifier.seed repeats the classifiers on another labeled sample: every classifier
+    stage is out of date, the language model is not; null means runtime.seed."""
+    import hashlib
+
+    repo = copy_project(project, tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+
+    def train_with(seed: int | None) -> str:
+        params["classifier"].update(train_examples=16, seed=seed)
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        run(["dvc", "repro", "-s", "train_ngrams@nb_logreg"], cwd=repo)
+        return hashlib.sha256((repo / "models/nb_logreg.pt").read_bytes()).hexdigest()
+
+    default = train_with(None)
+    assert train_with(params["runtime"]["seed"]) == default
+    assert train_with(params["runtime"]["seed"] + 1) != default  # another 16 reviews
+    changed = json.loads(run(["dvc", "status", "--json"], cwd=repo).stdout)
+    assert not {"fetch", "prepare", "tokenize", "vocab", "pretrain"} & set(changed)
+    assert {"train_rnn_pretrained", "train_rnn_scratch", "train_bag_of_embeddings",
+            "train_bag_of_embeddings_lm", "train_ngrams@tfidf_logreg"} <= set(changed)
+
+
 def test_backward_model_and_ensemble_follow_ensemble_directions(project: Path,
                                                                  tmp_path: Path) -> None:
     """With ``ensemble.directions: []`` (the tiny project's setting) the backward stages do

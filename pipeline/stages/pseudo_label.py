@@ -73,7 +73,7 @@ def main() -> None:
             f"self-training needs unlabeled text, and {data_dir} has none (dataset "
             f"{params.data.dataset!r}): set self_training.teachers to [] or add unlabeled text "
             "(data.files.unlabeled)")
-    rows = pool_rows(len(unlabeled), settings.unlabeled, params.runtime.seed)
+    rows = pool_rows(len(unlabeled), settings.unlabeled, params.classifier_seed)
     # the time to label and choose, as before: loading the teacher is not counted
     probs, seconds = saved_classifier_proba(args.teacher, Path(args.models),
                                             unlabeled.take(rows), info, runtime)

@@ -157,7 +157,7 @@ def train_classifier(variant: str, params: Params, info: dict, lm_path: Path, tr
                      checkpoint: Checkpointing | None = None) -> Trained:
     """``variant`` built by :func:`build` and trained with the shared loop: AdamW, one-cycle
     schedule, early stopping on valid accuracy (the best epoch's weights are kept)."""
-    torch.manual_seed(params.runtime.seed)
+    torch.manual_seed(params.classifier_seed)
     model, kind, config, groups = build(variant, params, info["vocab_size"],
                                         info["vocab_sha256"], len(info["label_names"]), lm_path)
     model.to(runtime.device)
@@ -165,7 +165,7 @@ def train_classifier(variant: str, params: Params, info: dict, lm_path: Path, tr
     settings = settings_of(params, variant)
     batch_size = getattr(settings, "batch_size", common.batch_size)
     read_len = None if common.bpt3c else common.max_len  # BPT3C reads whole reviews
-    task = ClassifierTask(train, valid, batch_size, read_len, params.runtime.seed,
+    task = ClassifierTask(train, valid, batch_size, read_len, params.classifier_seed,
                           runtime.device)
     optimizer = adamw(groups, weight_decay=settings.weight_decay)
     scheduler = one_cycle(optimizer, settings.epochs * task.steps_per_epoch)
@@ -195,7 +195,7 @@ def fine_tune_on_labels(trained: Trained, variant: str, params: Params, labeled:
     groups = (rnn_param_groups(model, settings, scale) if isinstance(model, RNNClassifier)
               else [{"params": model.parameters(), "lr": scale * settings.lr}])
     batch_size = getattr(settings, "batch_size", params.classifier.batch_size)
-    task = ClassifierTask(labeled, valid, batch_size, trained.read_len, params.runtime.seed,
+    task = ClassifierTask(labeled, valid, batch_size, trained.read_len, params.classifier_seed,
                           runtime.device)
     optimizer = adamw(groups, weight_decay=settings.weight_decay)
     epochs = params.self_training.gold_epochs
@@ -261,7 +261,7 @@ def main() -> None:
         tracking.connect()  # fail fast, before any training
 
     labeled = Corpus.load(data_dir, "train").labeled_sample(
-        params.classifier.train_examples, params.runtime.seed)
+        params.classifier.train_examples, params.classifier_seed)
     valid = Corpus.load(data_dir, "valid")
     name, train, sections = variant, labeled, ("data", "vocab", "classifier", "runtime")
     if variant != "bag_of_embeddings":  # the others depend on the encoder settings too

@@ -43,7 +43,7 @@ def main() -> None:
     tracking.connect()  # fail fast, before any training
 
     labeled = Corpus.load(data_dir, "train").labeled_sample(
-        params.classifier.train_examples, params.runtime.seed)
+        params.classifier.train_examples, params.classifier_seed)
     valid = Corpus.load(data_dir, "valid")
     with tracking.stage_run(params, f"train_{name}", f"clf:{name}",
                             ("data", "vocab", "classifier", "runtime")) as run:
@@ -53,7 +53,7 @@ def main() -> None:
         started = time.perf_counter()
         model, history = NgramLogReg.fit(labeled, valid, NGRAM_BASELINES[name], settings.C,
                                          settings.ngram_max, settings.min_df, settings.max_iter,
-                                         params.runtime.seed, f"classifier.{name}")
+                                         params.classifier_seed, f"classifier.{name}")
         seconds = time.perf_counter() - started
         for step, row in enumerate(history):  # the C grid as steps: a tuning curve in the UI
             mlflow.log_metrics({"valid_accuracy_at_C": row["valid_accuracy"], "C": row["C"]},
