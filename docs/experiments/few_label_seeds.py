@@ -118,18 +118,22 @@ def main() -> None:
     lines += ["", f"`{STUDENT}` per seed (paired 95% bootstrap intervals from evaluate; the "
               "difference with `rnn_scratch` is of point estimates):", "",
               "| seed | accuracy [95% CI] | Δ vs `bag_of_embeddings` [95% CI] | "
-              "Δ vs `nb_logreg` [95% CI] | Δ vs `rnn_scratch` | ≥ 85% and ≥ +5 over both |",
-              "|---|---|---|---|---|---|"]
+              "Δ vs `nb_logreg` [95% CI] | Δ vs `rnn_scratch` | target: ≥ 85%, ≥ +5 over both | "
+              "the same, the interval vs `bag_of_embeddings` above +5 |",
+              "|---|---|---|---|---|---|---|"]
     per_seed = []
     for run in runs:
         entry = run["classifiers"][STUDENT]
         test, boe, nb = entry["test"], entry["vs_baseline"], entry.get("vs_nb_logreg")
         vs_scratch = test["accuracy"] - run["classifiers"]["rnn_scratch"]["test"]["accuracy"]
-        met = test["accuracy"] >= 0.85 and boe["ci95"][0] >= 0.05 and vs_scratch >= 0.05
+        met = (test["accuracy"] >= 0.85 and boe["accuracy_diff"] >= 0.05
+               and vs_scratch >= 0.05)
+        met_interval = met and boe["ci95"][0] >= 0.05
         per_seed.append({"seed": run["seed"], "experiment": run["experiment"],
                          "accuracy": test["accuracy"], "accuracy_ci95": test["accuracy_ci95"],
                          "vs_bag_of_embeddings": boe, "vs_nb_logreg": nb,
                          "vs_rnn_scratch": vs_scratch, "target_met": met,
+                         "target_met_with_interval": met_interval,
                          "train_seconds": entry["train_seconds"]})
         low, high = test["accuracy_ci95"]
         nb_cell = (f"{signed(nb['accuracy_diff'])} [{signed(nb['ci95'][0])}, "
@@ -137,9 +141,11 @@ def main() -> None:
         lines.append(f"| {run['seed']} | {pct(test['accuracy'])} [{pct(low)}, {pct(high)}] | "
                      f"{signed(boe['accuracy_diff'])} [{signed(boe['ci95'][0])}, "
                      f"{signed(boe['ci95'][1])}] | {nb_cell} | {signed(vs_scratch)} | "
-                     f"{'yes' if met else 'no'} |")
-    lines += ["", "The target check asks the interval of the difference with "
-              "`bag_of_embeddings` to lie entirely above +5 points."]
+                     f"{'yes' if met else 'no'} | {'yes' if met_interval else 'no'} |")
+    lines += ["", "The target (issue #4): `rnn_pretrained` >= 85% with 1,000 labels and >= 5 "
+              "points above both `bag_of_embeddings` and `rnn_scratch` trained on the same "
+              "1,000; the last column also asks the 95% interval of the difference with "
+              "`bag_of_embeddings` to lie entirely above +5."]
     markdown = "\n".join(lines) + "\n"
     OUT.mkdir(parents=True, exist_ok=True)
     with atomic_path(OUT / f"{args.out}.json") as tmp:
