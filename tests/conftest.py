@@ -151,22 +151,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> Ti
     return TinyRun(root, run(["dvc", "repro"], cwd=root, env=env).stdout)
 
 
-# Their tiny-run tests (the DVC experiment sweeps, ~9 minutes) share a second tiny run on
-# another worker: with every tiny-run test on one worker, that worker was the suite's
-# critical path (18 minutes) while the other ran out of work.
-SECOND_TINY_RUN = frozenset({"test_studies.py"})
-
-
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (--dist loadgroup) every test that uses `tiny_run`, directly or
-    through a fixture, runs on the worker that made the run: one group for the modules in
-    SECOND_TINY_RUN, one for the rest (xdist gives the two largest groups to different
-    workers first; each worker makes its own run)."""
+    through a fixture, runs on one worker: the one that made the run."""
     for item in items:
         if "tiny_run" in getattr(item, "fixturenames", ()):
-            group = "tiny_run_2" if item.path.name in SECOND_TINY_RUN else "tiny_run"
-            item.add_marker(pytest.mark.xdist_group(group))
+            item.add_marker(pytest.mark.xdist_group("tiny_run"))
 
 
 def copy_project(source: Path, dest: Path) -> Path:

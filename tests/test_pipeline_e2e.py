@@ -139,7 +139,7 @@ def test_classifier_param_change_reruns_only_classifier_and_evaluate(project: Pa
 def test_classifier_seed_resamples_the_labels_and_keeps_the_language_model(
         project: Path, tmp_path: Path) -> None:
     """classifier.seed repeats the classifiers on another labeled sample: every classifier
-    stage is out of date, the language model is not; null means runtime.seed."""
+    stage is out of date, the language model is not."""
     import hashlib
 
     repo = copy_project(project, tmp_path / "repo")
@@ -153,7 +153,6 @@ def test_classifier_seed_resamples_the_labels_and_keeps_the_language_model(
     def out_of_date() -> set[str]:
         return set(json.loads(run(["dvc", "status", "--json"], cwd=repo).stdout))
 
-    assert out_of_date() == set()
     write(seed=runtime_seed + 1)  # the seed alone
     classifiers = {"train_rnn_pretrained", "train_rnn_scratch", "train_bag_of_embeddings",
                    "train_bag_of_embeddings_lm", "train_ngrams@tfidf_logreg",
@@ -165,9 +164,8 @@ def test_classifier_seed_resamples_the_labels_and_keeps_the_language_model(
         run(["dvc", "repro", "-s", "train_ngrams@nb_logreg"], cwd=repo)
         return hashlib.sha256((repo / "models/nb_logreg.pt").read_bytes()).hexdigest()
 
-    default = trained_with(None)
-    assert trained_with(runtime_seed) == default
-    assert trained_with(runtime_seed + 1) != default  # another 16 reviews
+    # null is runtime.seed (tests/test_config.py); another seed draws another 16 reviews
+    assert trained_with(None) != trained_with(runtime_seed + 1)
 
 
 def test_backward_model_and_ensemble_follow_ensemble_directions(project: Path,
