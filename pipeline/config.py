@@ -525,8 +525,8 @@ def with_overrides(params: Params, overrides: dict[str, object], shown: str) -> 
         raise PipelineError(_describe(exc, Path(shown))) from None
 
 
-def flatten(params: Params, sections: tuple[str, ...] | None = None) -> dict[str, object]:
-    """Params as flat ``section.key`` pairs (for MLflow's params table)."""
+def flatten_dict(tree: dict) -> dict[str, object]:
+    """Nested mappings as flat ``a.b.c`` pairs (leaves: anything but a dict)."""
     flat: dict[str, object] = {}
 
     def walk(prefix: str, value: object) -> None:
@@ -536,7 +536,11 @@ def flatten(params: Params, sections: tuple[str, ...] | None = None) -> dict[str
         else:
             flat[prefix] = value
 
-    dumped = params.model_dump()
-    for name in sections or tuple(dumped):
-        walk(name, dumped[name])
+    walk("", tree)
     return flat
+
+
+def flatten(params: Params, sections: tuple[str, ...] | None = None) -> dict[str, object]:
+    """Params as flat ``section.key`` pairs (for MLflow's params table)."""
+    dumped = params.model_dump()
+    return flatten_dict({name: dumped[name] for name in sections or tuple(dumped)})

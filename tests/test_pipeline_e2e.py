@@ -13,7 +13,7 @@ import yaml
 
 from pipeline.config import BACKWARD_VARIANT, ENSEMBLES, EVALUATED, VARIANTS
 from pipeline.text import Vocab
-from tests.conftest import TinyRun, copy_project, ran_stages, run, stage
+from tests.conftest import TinyRun, copy_project, ran_stages, run, sha256, stage
 
 pytestmark = pytest.mark.slow
 
@@ -140,8 +140,6 @@ def test_classifier_seed_resamples_the_labels_and_keeps_the_language_model(
         project: Path, tmp_path: Path) -> None:
     """classifier.seed repeats the classifiers on another labeled sample: every classifier
     stage is out of date, the language model is not."""
-    import hashlib
-
     repo = copy_project(project, tmp_path / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
     runtime_seed = params["runtime"]["seed"]
@@ -150,19 +148,17 @@ def test_classifier_seed_resamples_the_labels_and_keeps_the_language_model(
         params["classifier"].update(classifier)
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
-    def out_of_date() -> set[str]:
-        return set(json.loads(run(["dvc", "status", "--json"], cwd=repo).stdout))
-
     write(seed=runtime_seed + 1)  # the seed alone
+    out_of_date = set(json.loads(run(["dvc", "status", "--json"], cwd=repo).stdout))
     classifiers = {"train_rnn_pretrained", "train_rnn_scratch", "train_bag_of_embeddings",
                    "train_bag_of_embeddings_lm", "train_ngrams@tfidf_logreg",
                    "train_ngrams@nb_logreg"}
-    assert classifiers <= out_of_date() <= classifiers | {"train_direction@backward"}
+    assert classifiers <= out_of_date <= classifiers | {"train_direction@backward"}
 
     def trained_with(seed: int | None) -> str:
         write(train_examples=16, seed=seed)
         run(["dvc", "repro", "-s", "train_ngrams@nb_logreg"], cwd=repo)
-        return hashlib.sha256((repo / "models/nb_logreg.pt").read_bytes()).hexdigest()
+        return sha256(repo / "models/nb_logreg.pt")
 
     # null is runtime.seed (tests/test_config.py); another seed draws another 16 reviews
     assert trained_with(None) != trained_with(runtime_seed + 1)

@@ -21,8 +21,10 @@ import subprocess
 
 import yaml
 
+from pipeline.config import flatten_dict
 from pipeline.errors import PipelineError
 from pipeline.io import atomic_path
+from pipeline.stages.evaluate import fmt_pct as pct
 from pipeline.studies import OUT, git_file, read_results
 
 STUDENT = "rnn_pretrained_self_trained"
@@ -43,19 +45,9 @@ def experiment_commits() -> dict[str, str]:
 IGNORED = ("classifier.seed", "studies.")
 
 
-def flat(tree: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= flat(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def settings_differ(first: dict, other: dict) -> list[str]:
     """The params.yaml keys on which two runs differ, IGNORED aside."""
-    a, b = flat(first), flat(other)
+    a, b = flatten_dict(first), flatten_dict(other)
     return sorted(k for k in a.keys() | b.keys()
                   if not k.startswith(IGNORED) and a.get(k) != b.get(k))
 
@@ -63,10 +55,6 @@ def settings_differ(first: dict, other: dict) -> list[str]:
 def seed_of(params: dict) -> int:
     classifier_seed = params.get("classifier", {}).get("seed")
     return params["runtime"]["seed"] if classifier_seed is None else classifier_seed
-
-
-def pct(value: float) -> str:
-    return f"{100 * value:.2f}"
 
 
 def signed(value: float) -> str:
