@@ -1,0 +1,100 @@
+"""Classifiers trained after the committed run, against that run's classifiers.
+
+evaluate scores every classifier of one run together; this script adds saved classifiers
+trained later (``--model``, repeatable: the n-gram baselines of ``dvc repro train_ngrams``,
+a self-training student under models/self_trained/, any checkpoint of the train stage)
+without retraining the committed ones. It scores each on the test set and compares it with
+the test predictions the committed run left (reports/plots/predictions_<variant>.csv: one
+row per test review, in test order) on evaluate's own bootstrap resamples (params.yaml
+evaluate.seed and bootstrap_samples), so the differences are paired as in
+reports/comparison.md. One Δ column per ``--vs`` (a committed variant or a scored model;
+default: the first ``--model``). Run from the project root, e.g.:
+
+    python docs/experiments/compare_with_committed_run.py --model models/nb_logreg.pt
+    python docs/experiments/compare_with_committed_run.py \
+        --model models/self_trained/rnn_pretrained.pt --model models/nb_logreg.pt \
+        --vs bag_of_embeddings --vs nb_logreg
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.batching import Corpus
+from pipeline.config import SELF_TRAINED, load_params
+from pipeline.errors import PipelineError
+from pipeline.inference import saved_classifier_proba
+from pipeline.io import read_json
+from pipeline.metrics import accuracy_interval, bootstrap_indices, difference_interval
+from pipeline.runtime import setup
+from pipeline.stages.self_training import STUDENTS_DIR
+
+
+def model_name(path: Path) -> str:
+    """The variant a model file holds, as the reports name it (students: *_self_trained)."""
+    return path.stem + (SELF_TRAINED if path.parent.name == STUDENTS_DIR else "")
+
+
+def committed_correct(predictions: Path, test: Corpus, names: list[str]) -> dict[str, np.ndarray]:
+    """Per committed variant: which test reviews it classified right."""
+    correct = {}
+    for path in sorted(predictions.glob("predictions_*.csv")):
+        frame = pd.read_csv(path)
+        actual = frame["actual"].map(names.index).to_numpy()
+        if len(frame) != len(test) or (actual != test.labels).any():
+            raise PipelineError(f"{path} is not in the order of this test set")
+        correct[path.stem.removeprefix("predictions_")] = (
+            frame["predicted"].to_numpy() == frame["actual"].to_numpy())
+    return correct
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="data/vocab")
+    parser.add_argument("--model", type=Path, action="append", required=True,
+                        help="a saved classifier to score (repeatable)")
+    parser.add_argument("--vs", action="append",
+                        help="a Δ column against this variant (default: the first --model)")
+    parser.add_argument("--predictions", type=Path, default=Path("reports/plots"))
+    args = parser.parse_args()
+    params = load_params()
+    runtime = setup(params.runtime)
+    info = read_json(Path(args.data) / "info.json", ("vocab_sha256", "vocab_size", "label_names"))
+    test = Corpus.load(Path(args.data), "test")
+    indices = bootstrap_indices(len(test), params.evaluate.bootstrap_samples,
+                                params.evaluate.seed)
+    correct = {f"{name} (committed run)": right for name, right in
+               committed_correct(args.predictions, test, info["label_names"]).items()}
+    for path in args.model:
+        probs, seconds = saved_classifier_proba(path.stem, path.parent, test, info, runtime)
+        correct[f"{model_name(path)} ({path})"] = probs.argmax(1) == test.labels
+        print(f"{path}: scored in {seconds:.0f} s")
+    rows = {name.split(" (")[0]: name for name in correct}  # --vs takes the bare variant
+    against = args.vs or [model_name(args.model[0])]
+    unknown = [name for name in against if name not in rows]
+    if unknown:
+        raise PipelineError(f"--vs {', '.join(unknown)}: not among {', '.join(rows)}")
+    print("| variant | test accuracy [95% CI] | "
+          + " | ".join(f"Δ vs {name} (points) [95% CI]" for name in against) + " |")
+    print("|---|---|" + "---|" * len(against))
+    for name, right in sorted(correct.items(), key=lambda item: -item[1].mean()):
+        low, high = accuracy_interval(right, indices)
+        cells = [f"{100 * right.mean():.2f}% [{100 * low:.2f}, {100 * high:.2f}]"]
+        for other in against:
+            base = correct[rows[other]]
+            if base is right:
+                cells.append("—")
+                continue
+            diff_low, diff_high = difference_interval(right, base, indices)
+            cells.append(f"{100 * (right.mean() - base.mean()):+.2f} "
+                         f"[{100 * diff_low:+.2f}, {100 * diff_high:+.2f}]")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
