@@ -154,10 +154,21 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> Ti
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist (--dist loadgroup) every test that uses `tiny_run`, directly or
-    through a fixture, runs on one worker: the one that made the run."""
+    through a fixture, runs on one worker: the one that made the run. So do the tests of a
+    module that use one of its module-scoped fixtures (most run a pipeline): spread over
+    both workers, each worker built it (the tracking server's project twice, 3 + 2 min)."""
     for item in items:
         if "tiny_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("tiny_run"))
+        elif uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+def uses_module_fixture(item: pytest.Item) -> bool:
+    # pytest's record of the fixtures an item resolves, the closest definition last
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(defs and defs[-1].scope == "module"
+                                    for defs in info.name2fixturedefs.values())
 
 
 def copy_project(source: Path, dest: Path) -> Path:
