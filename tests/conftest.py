@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -197,15 +198,25 @@ def pipeline_env(tmp_path: Path) -> dict:
             "PIPELINE_CACHE_DIR": str(tmp_path / "cache")}
 
 
-@pytest.fixture(autouse=True)
-def _restore_mlflow_tracking_uri():
-    """mlflow.set_tracking_uri() also sets $MLFLOW_TRACKING_URI for subprocesses: undo it
-    after each test, or a later test's `dvc repro` would log into an earlier test's store."""
+@contextlib.contextmanager
+def restored_mlflow_tracking_uri() -> Iterator[None]:
+    """mlflow.set_tracking_uri() also sets $MLFLOW_TRACKING_URI for subprocesses: put both
+    back as they were after the block (also when the variable was unset: restoring through
+    mlflow.get_tracking_uri() leaves it set to the default store of pytest's directory), or a
+    later `dvc repro` logs into another test's store."""
     saved = os.environ.get("MLFLOW_TRACKING_URI")
-    yield
-    if os.environ.get("MLFLOW_TRACKING_URI") != saved:
-        import mlflow
+    try:
+        yield
+    finally:
+        if os.environ.get("MLFLOW_TRACKING_URI") != saved:
+            import mlflow
 
-        mlflow.set_tracking_uri(saved)
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
+            mlflow.set_tracking_uri(saved)
+            if saved is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(autouse=True)
+def _restore_mlflow_tracking_uri() -> Iterator[None]:
+    with restored_mlflow_tracking_uri():
+        yield

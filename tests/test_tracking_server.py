@@ -15,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from pipeline.config import VARIANTS
-from tests.conftest import make_project, run, tiny_params
+from tests.conftest import make_project, restored_mlflow_tracking_uri, run, tiny_params
 from tests.test_serving import (
     MODEL_NAME,
     free_port,
@@ -51,12 +51,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 def global_tracking_uri(server: tuple[str, Path]) -> Iterator[None]:
     """Some client calls resolve model URIs through the global tracking URI: never let
     them fall back to the default (./mlflow.db of the directory pytest runs in)."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(server[0])
-    try:
+    with restored_mlflow_tracking_uri():
+        mlflow.set_tracking_uri(server[0])
         yield
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 @pytest.fixture(scope="module")
