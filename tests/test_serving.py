@@ -26,7 +26,7 @@ from pipeline.config import VARIANTS, load_params
 from pipeline.predict import main as predict_main
 from pipeline.registry import register_best
 from pipeline.serving import TextClassifier
-from tests.conftest import TinyRun, copy_project, run, stage
+from tests.conftest import TinyRun, copy_project, restored_mlflow_tracking_uri, run, stage
 
 pytestmark = pytest.mark.slow
 
@@ -127,12 +127,9 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_run: TinyRun) -> Path
 
 @pytest.fixture
 def client(project: Path) -> Iterator[MlflowClient]:
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_env(project)["MLFLOW_TRACKING_URI"])
-    try:
+    with restored_mlflow_tracking_uri():
+        mlflow.set_tracking_uri(mlflow_env(project)["MLFLOW_TRACKING_URI"])
         yield MlflowClient()
-    finally:
-        mlflow.set_tracking_uri(previous)
 
 
 def training_run(project: Path, variant: str) -> str:

@@ -68,17 +68,20 @@ def main() -> None:
     test = Corpus.load(Path(args.data), "test")
     indices = bootstrap_indices(len(test), params.evaluate.bootstrap_samples,
                                 params.evaluate.seed)
-    correct = {f"{name} (committed run)": right for name, right in
-               committed_correct(args.predictions, test, info["label_names"]).items()}
+    correct = committed_correct(args.predictions, test, info["label_names"])
+    source = dict.fromkeys(correct, "committed run")
     for path in args.model:
+        name = model_name(path)
+        if name in correct:
+            raise PipelineError(f"--model {path}: {name} is already among the compared "
+                                f"classifiers ({source[name]})")
         probs, seconds = saved_classifier_proba(path.stem, path.parent, test, info, runtime)
-        correct[f"{model_name(path)} ({path})"] = probs.argmax(1) == test.labels
+        correct[name], source[name] = probs.argmax(1) == test.labels, str(path)
         print(f"{path}: scored in {seconds:.0f} s")
-    rows = {name.split(" (")[0]: name for name in correct}  # --vs takes the bare variant
     against = args.vs or [model_name(args.model[0])]
-    unknown = [name for name in against if name not in rows]
+    unknown = [name for name in against if name not in correct]
     if unknown:
-        raise PipelineError(f"--vs {', '.join(unknown)}: not among {', '.join(rows)}")
+        raise PipelineError(f"--vs {', '.join(unknown)}: not among {', '.join(correct)}")
     print("| variant | test accuracy [95% CI] | "
           + " | ".join(f"Δ vs {name} (points) [95% CI]" for name in against) + " |")
     print("|---|---|" + "---|" * len(against))
@@ -86,14 +89,14 @@ def main() -> None:
         low, high = accuracy_interval(right, indices)
         cells = [f"{100 * right.mean():.2f}% [{100 * low:.2f}, {100 * high:.2f}]"]
         for other in against:
-            base = correct[rows[other]]
-            if base is right:
+            base = correct[other]
+            if other == name:
                 cells.append("—")
                 continue
             diff_low, diff_high = difference_interval(right, base, indices)
             cells.append(f"{100 * (right.mean() - base.mean()):+.2f} "
                          f"[{100 * diff_low:+.2f}, {100 * diff_high:+.2f}]")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        print(f"| {name} ({source[name]}) | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
