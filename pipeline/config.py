@@ -260,6 +260,9 @@ class EvaluateParams(Section):
     # memory: samples x test reviews x 4 bytes (10,000 on IMDB's 25,000: 1 GB)
     bootstrap_samples: int = Field(1000, ge=100, le=10_000)
     seed: int = Field(7, ge=0, le=2**32 - 1)
+    # also report the pretrained RNN (and the ensemble, the self-trained student) averaged
+    # with this n-gram baseline: <rnn>_with_<baseline>; null = off
+    hybrid_with: Literal["tfidf_logreg", "nb_logreg"] | None = "nb_logreg"
 
 
 class RegistryParams(Section):
@@ -454,6 +457,7 @@ EVALUATED: tuple[str, ...] = get_args(Teacher)  # what evaluate scores, in this 
 # and the ensemble evaluated from its members' mean test probabilities
 BACKWARD_VARIANT = "rnn_pretrained_backward"
 ENSEMBLES = {"rnn_pretrained_ensemble": ("rnn_pretrained", BACKWARD_VARIANT)}
+HYBRID_RNN = "rnn_pretrained"  # with evaluate.hybrid_with: the RNN each hybrid starts from
 SELF_TRAINED = "_self_trained"  # with self_training.teachers: <student>_self_trained
 # the language model (its reports/<name>.json) each variant starts from
 LANGUAGE_MODEL_OF = {"rnn_pretrained": "pretrain", "rnn_pretrained_backward": "pretrain_backward",

@@ -379,9 +379,9 @@ def ablation_report(params: Params, source: str = "params.yaml") -> pd.DataFrame
     lines += ["", f"Every row: the same data split, vocabulary and seed; "
               f"{base['rnn_pretrained']['train_examples']:,} labeled training examples. "
               "Rows other than the base list only the pretrained RNNs (forward, backward, "
-              "their ensemble), each compared with the same variant in the base (— where the base "
-              "has none); the base lists every variant of the same run (rnn_scratch = no "
-              "pretraining).",
+              "their ensemble, their averages with an n-gram model), each compared with the "
+              "same variant in the base (— where the base has none); the base lists every "
+              "variant of the same run (rnn_scratch = no pretraining).",
               f"Made by `python -m pipeline.studies ablation` ({source} `studies.ablation`)."]
     write_table(frame, "ablation", "\n".join(lines) + "\n")
     return frame

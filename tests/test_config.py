@@ -43,6 +43,7 @@ def test_classifier_seed_defaults_to_the_runtime_seed(tmp_path: Path) -> None:
     (lambda p: p["vocab"].pop("min_freq") and p.pop("vocab"), "vocab: required key is missing"),
     (lambda p: p["prepare"].update(valid_fraction=1.5), "prepare.valid_fraction"),
     (lambda p: p["prepare"].update(valid_split="movies"), "prepare.valid_split"),
+    (lambda p: p["evaluate"].update(hybrid_with="rnn_scratch"), "evaluate.hybrid_with"),
     (lambda p: p["pretrain"].update(adaptive_cutoffs=[10000, 2000]), "adaptive_cutoffs"),
     (lambda p: p["fetch"]["mirrors"]["imdb"]["aclImdb_v1.tar.gz"].update(sha256="abc"),
      "fetch.mirrors.imdb.aclImdb_v1.tar.gz.sha256"),

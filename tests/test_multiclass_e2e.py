@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from pipeline.batching import lm_stream
-from pipeline.config import EVALUATED
+from pipeline.config import EVALUATED, HYBRID_RNN
+from pipeline.stages.evaluate import hybrid_name
 from pipeline.stages.pretrain import training_corpora
 from tests.conftest import REPO, SHARED_DATA, make_project, run, sha256, stage, tiny_params
 
@@ -114,7 +115,8 @@ def test_three_class_metrics_and_reports(project: Path) -> None:
                               "test": count("test"), "unlabeled": 0}
     metrics = json.loads((project / "reports/metrics.json").read_text())
     assert metrics["dataset"]["name"] == "files"
-    assert set(metrics["classifiers"]) == set(EVALUATED)
+    # and rnn_pretrained averaged with nb_logreg (params.yaml evaluate.hybrid_with)
+    assert set(metrics["classifiers"]) == {*EVALUATED, hybrid_name(HYBRID_RNN, "nb_logreg")}
     for variant, entry in metrics["classifiers"].items():
         test = entry["test"]
         matrix = np.asarray(test["confusion_matrix"])

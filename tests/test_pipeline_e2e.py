@@ -11,11 +11,14 @@ import pytest
 import torch
 import yaml
 
-from pipeline.config import BACKWARD_VARIANT, ENSEMBLES, EVALUATED, VARIANTS
+from pipeline.config import BACKWARD_VARIANT, ENSEMBLES, EVALUATED, HYBRID_RNN, VARIANTS
+from pipeline.stages.evaluate import hybrid_name
 from pipeline.text import Vocab
 from tests.conftest import TinyRun, copy_project, ran_stages, run, sha256, stage
 
 pytestmark = pytest.mark.slow
+
+HYBRID = hybrid_name(HYBRID_RNN, "nb_logreg")  # params.yaml evaluate.hybrid_with
 
 STAGES = ["fetch", "prepare", "tokenize", "vocab", "pretrain", "train_rnn_pretrained",
           "train_rnn_scratch", "train_bag_of_embeddings", "train_bag_of_embeddings_lm",
@@ -26,7 +29,7 @@ def check_contract(metrics: dict) -> None:
     lm = metrics["lm"]
     assert isinstance(lm["valid_perplexity"], float) and lm["valid_perplexity"] > 1
     assert isinstance(lm["epochs"], int) and isinstance(lm["tokens"], int) and lm["tokens"] > 0
-    assert set(metrics["classifiers"]) == set(EVALUATED)
+    assert set(metrics["classifiers"]) == {*EVALUATED, HYBRID}
     for entry in metrics["classifiers"].values():
         test = entry["test"]
         for key in ("accuracy", "macro_f1", "roc_auc"):
@@ -54,7 +57,7 @@ def test_outputs_and_metrics_contract(project: Path) -> None:
         assert (project / path).exists(), path
     check_contract(json.loads((project / "reports/metrics.json").read_text()))
     table = (project / "reports/comparison.md").read_text()
-    for variant in EVALUATED:
+    for variant in (*EVALUATED, HYBRID):
         assert f"| {variant} |" in table
     plots = run(["dvc", "plots", "show", "-o", "plots_html"], cwd=project)
     assert (project / "plots_html" / "index.html").exists(), plots.stdout
@@ -65,6 +68,33 @@ def test_outputs_and_metrics_contract(project: Path) -> None:
     for name in ["lm", *EVALUATED]:
         blob = torch.load(project / "models" / f"{name}.pt", weights_only=True)
         assert blob["vocab_sha256"] == fingerprint, name
+
+
+def test_hybrid_is_the_mean_of_the_rnn_and_the_ngram_model(project: Path) -> None:
+    """evaluate.hybrid_with: rnn_pretrained averaged with nb_logreg, from the probabilities
+    evaluate stored; its cost counts both classifiers and the language model."""
+    import numpy as np
+
+    metrics = json.loads((project / "reports/metrics.json").read_text())["classifiers"]
+    names = json.loads((project / "data/vocab/info.json").read_text())["label_names"]
+    stored = pd.read_parquet(project / "reports/test_probabilities.parquet")
+
+    def probs(variant: str) -> np.ndarray:
+        return stored[[f"{variant}.{n}" for n in names]].to_numpy()
+
+    mean = (probs(HYBRID_RNN) + probs("nb_logreg")) / 2
+    np.testing.assert_allclose(probs(HYBRID), mean, rtol=1e-6)
+    entry = metrics[HYBRID]
+    assert entry["averaged"] == [HYBRID_RNN, "nb_logreg"]
+    assert entry["test"]["accuracy"] == pytest.approx(
+        (mean.argmax(1) == stored["label"].to_numpy()).mean())
+    lm_seconds = json.loads((project / "reports/pretrain.json").read_text())["train_seconds"]
+    assert entry["total_train_seconds"] == pytest.approx(
+        lm_seconds + metrics[HYBRID_RNN]["train_seconds"] + metrics["nb_logreg"]["train_seconds"])
+    assert entry["vs_nb_logreg"]["baseline"] == "nb_logreg"
+    table = (project / "reports/comparison.md").read_text()
+    assert f"{HYBRID}: mean class probabilities of {HYBRID_RNN} + nb_logreg" in table
+    assert (project / f"reports/plots/predictions_{HYBRID}.csv").exists()
 
 
 def test_stage_timings_are_recorded_and_printed(tiny_run: TinyRun) -> None:
@@ -182,7 +212,8 @@ def test_backward_model_and_ensemble_follow_ensemble_directions(project: Path,
     assert ran_stages(result.stdout) == ["pretrain_direction@backward",
                                          "train_direction@backward", "ensemble@backward"]
     report = json.loads((project / "reports/ensemble.json").read_text())
-    assert set(report["classifiers"]) == {BACKWARD_VARIANT, *ENSEMBLES}
+    assert set(report["classifiers"]) == {BACKWARD_VARIANT, *ENSEMBLES,
+                                          *(hybrid_name(e, "nb_logreg") for e in ENSEMBLES)}
     assert report["lm_backward"]["valid_perplexity"] > 1
     metrics = json.loads((project / "reports/metrics.json").read_text())
     test = Corpus.load(project / "data/vocab", "test")
@@ -208,6 +239,15 @@ def test_backward_model_and_ensemble_follow_ensemble_directions(project: Path,
         assert entry["total_train_seconds"] == pytest.approx(
             lms + metrics["classifiers"]["rnn_pretrained"]["train_seconds"]
             + report["classifiers"][BACKWARD_VARIANT]["train_seconds"])
+        # and averaged with nb_logreg (evaluate.hybrid_with), which adds its own cost
+        ngram = stored[[f"nb_logreg.{n}" for n in names]].to_numpy()
+        hybrid = report["classifiers"][hybrid_name(ensemble, "nb_logreg")]
+        assert hybrid["members"] == [*members, "nb_logreg"]
+        hybrid_probs = (np.mean(probs, axis=0) + ngram) / 2
+        assert hybrid["test"]["accuracy"] == pytest.approx(
+            (hybrid_probs.argmax(1) == test.labels).mean())
+        assert hybrid["total_train_seconds"] == pytest.approx(
+            entry["total_train_seconds"] + metrics["classifiers"]["nb_logreg"]["train_seconds"])
     assert f"| {BACKWARD_VARIANT} |" in (project / "reports/ensemble.md").read_text()
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")

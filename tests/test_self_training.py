@@ -20,6 +20,7 @@ from pipeline.stages.pseudo_label import confident, pool_rows
 from tests.conftest import TinyRun, copy_project, ran_stages, run, stage
 
 STUDENTS = ["rnn_pretrained_self_trained", "bag_of_embeddings_lm_self_trained"]
+HYBRID = "rnn_pretrained_self_trained_with_nb_logreg"
 
 
 def test_confident_keeps_the_surest_rows_of_each_class_once() -> None:
@@ -112,12 +113,15 @@ def test_students_train_on_labeled_plus_pseudo_labeled_and_are_compared(project:
     metrics = json.loads((project / "reports/metrics.json").read_text())["classifiers"]
     report = json.loads((project / "reports/self_training.json").read_text())
     assert report["teacher"] == "bag_of_embeddings_lm"
-    assert sorted(report["classifiers"]) == sorted(STUDENTS)
+    # and the rnn_pretrained student averaged with nb_logreg (params.yaml evaluate.hybrid_with)
+    assert sorted(report["classifiers"]) == sorted([*STUDENTS, HYBRID])
     test = Corpus.load(project / "data/vocab", "test")
     stored = pd.read_parquet(project / "reports/test_probabilities.parquet")
     lm_seconds = json.loads((project / "reports/pretrain.json").read_text())["train_seconds"]
     pseudo_seconds = json.loads((project / "reports/pseudo_labels.json").read_text())["seconds"]
-    for name, entry in report["classifiers"].items():
+    student_probs = {}
+    for name in STUDENTS:
+        entry = report["classifiers"][name]
         variant = name.removesuffix("_self_trained")
         summary = json.loads((project / f"reports/self_trained/train/{variant}.json").read_text())
         # the x of a learning curve stays the labeled count; the pseudo-labels are counted apart
@@ -141,8 +145,9 @@ def test_students_train_on_labeled_plus_pseudo_labeled_and_are_compared(project:
         valid_correct = predict_proba(model, valid, 8, blob["max_len"], torch.device("cpu")
                                       ).argmax(1) == valid.labels
         assert valid_correct.mean() == pytest.approx(summary["valid_accuracy"])
-        correct = predict_proba(model, test, 8, blob["max_len"], torch.device("cpu")
-                                ).argmax(1) == test.labels
+        student_probs[name] = predict_proba(model, test, 8, blob["max_len"],
+                                            torch.device("cpu"))
+        correct = student_probs[name].argmax(1) == test.labels
         assert entry["test"]["accuracy"] == pytest.approx(correct.mean())
         alone = stored[[f"{variant}.neg", f"{variant}.pos"]].to_numpy().argmax(1) == test.labels
         gain = entry["vs_supervised"]
@@ -154,8 +159,17 @@ def test_students_train_on_labeled_plus_pseudo_labeled_and_are_compared(project:
         assert entry["total_train_seconds"] == pytest.approx(
             entry["train_seconds"] + metrics["bag_of_embeddings_lm"]["train_seconds"]
             + pseudo_seconds + lm_seconds)
+    hybrid = report["classifiers"][HYBRID]
+    mean = (student_probs[STUDENTS[0]] + stored[["nb_logreg.neg", "nb_logreg.pos"]].to_numpy()) / 2
+    assert hybrid["test"]["accuracy"] == pytest.approx((mean.argmax(1) == test.labels).mean())
+    # the student's cost and the n-gram model's (not the teacher here: counted once either way)
+    assert hybrid["total_train_seconds"] == pytest.approx(
+        report["classifiers"][STUDENTS[0]]["total_train_seconds"]
+        + metrics["nb_logreg"]["train_seconds"])
+    assert "vs_supervised" not in hybrid
     markdown = (project / "reports/self_training.md").read_text()
     assert "| rnn_pretrained_self_trained |" in markdown and "kept 10" in markdown
+    assert f"| {HYBRID} |" in markdown
     assert "| rnn_scratch |" in markdown  # every classifier of the run, for comparison
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")

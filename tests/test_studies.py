@@ -13,10 +13,20 @@ import pytest
 import yaml
 
 import pipeline.studies
-from pipeline.config import EVALUATED, VARIANTS, StudiesParams, StudyPoint, load_params
+from pipeline.config import (
+    EVALUATED,
+    HYBRID_RNN,
+    VARIANTS,
+    StudiesParams,
+    StudyPoint,
+    load_params,
+)
 from pipeline.errors import PipelineError
+from pipeline.stages.evaluate import hybrid_name
 from pipeline.studies import NO_WORKERS, queue_point, queue_rows, queue_states, study_points
 from tests.conftest import TinyRun, copy_project, ran_stages, run, stop_queue_workers
+
+HYBRID = hybrid_name(HYBRID_RNN, "nb_logreg")  # params.yaml evaluate.hybrid_with
 
 pytestmark = pytest.mark.slow
 
@@ -307,8 +317,8 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
     curve = pd.read_csv(root / "reports/studies/learning_curve.csv")
     full = curve.loc[curve.point == "all", "train_examples"].unique().tolist()
     assert len(full) == 1 and full[0] > 16  # the main run: every labeled example
-    assert set(curve.variant) == set(EVALUATED)
-    for variant in EVALUATED:
+    assert set(curve.variant) == {*EVALUATED, HYBRID}
+    for variant in (*EVALUATED, HYBRID):
         sizes = sorted(curve.loc[curve.variant == variant, "train_examples"])
         assert sizes == [8, full[0]]
     assert ((curve.ci_low <= curve.accuracy) & (curve.accuracy <= curve.ci_high)).all()
@@ -319,10 +329,10 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
     run([sys.executable, "-m", "pipeline.studies", "ablation", "--jobs", "2"], cwd=root)
     ablation = pd.read_csv(root / "reports/studies/ablation.csv")
     base = ablation[ablation.point == "base"]
-    assert set(base.variant) == set(EVALUATED) and (base.train_examples == 16).all()
+    assert set(base.variant) == {*EVALUATED, HYBRID} and (base.train_examples == 16).all()
     changed = ablation[ablation.point == "last_pooling"]
-    assert changed.variant.tolist() == ["rnn_pretrained"]
-    assert changed.train_examples.tolist() == [16]  # the base's overrides carried over
+    assert changed.variant.tolist() == ["rnn_pretrained", HYBRID]
+    assert changed.train_examples.tolist() == [16, 16]  # the base's overrides carried over
     for row in changed.itertuples():  # each compared with the same variant in the base
         in_base = base[base.variant == row.variant].accuracy.item()
         assert row.delta_vs_base == pytest.approx(row.accuracy - in_base)
@@ -352,7 +362,7 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
     run([sys.executable, "-m", "pipeline.studies", "pretraining-budget"], cwd=root)
     budget = pd.read_csv(root / "reports/studies/pretraining_budget.csv")
     assert set(budget.config) == {"lm_short", "main run"}
-    assert set(budget.variant) == set(EVALUATED)
+    assert set(budget.variant) == {*EVALUATED, HYBRID}
     # what the experiment reused from the cache (no LM under it) is listed once
     for variant in ("rnn_scratch", "bag_of_embeddings"):
         assert budget.loc[budget.variant == variant, "config"].tolist() == ["main run"]

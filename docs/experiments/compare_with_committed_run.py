@@ -8,12 +8,17 @@ the test predictions the committed run left (reports/plots/predictions_<variant>
 row per test review, in test order) on evaluate's own bootstrap resamples (params.yaml
 evaluate.seed and bootstrap_samples), so the differences are paired as in
 reports/comparison.md. One Δ column per ``--vs`` (a committed variant or a scored model;
-default: the first ``--model``). Run from the project root, e.g.:
+default: the first ``--model``). ``--average`` adds one more row: the mean class
+probabilities of all ``--model`` classifiers (an RNN and an n-gram model make different
+mistakes: Mesnil et al. 2015's ensemble of an RNN LM and NBSVM). Run from the project root, e.g.:
 
     python docs/experiments/compare_with_committed_run.py --model models/nb_logreg.pt
     python docs/experiments/compare_with_committed_run.py \
         --model models/self_trained/rnn_pretrained.pt --model models/nb_logreg.pt \
         --vs bag_of_embeddings --vs nb_logreg
+    python docs/experiments/compare_with_committed_run.py \
+        --model models/self_trained/rnn_pretrained.pt --model models/nb_logreg.pt \
+        --average --vs nb_logreg
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ def main() -> None:
                         help="a saved classifier to score (repeatable)")
     parser.add_argument("--vs", action="append",
                         help="a Δ column against this variant (default: the first --model)")
+    parser.add_argument("--average", action="store_true",
+                        help="also score the mean class probabilities of the --model classifiers")
     parser.add_argument("--predictions", type=Path, default=Path("reports/plots"))
     args = parser.parse_args()
     params = load_params()
@@ -70,6 +77,7 @@ def main() -> None:
                                 params.evaluate.seed)
     correct = committed_correct(args.predictions, test, info["label_names"])
     source = dict.fromkeys(correct, "committed run")
+    scored = []
     for path in args.model:
         name = model_name(path)
         if name in correct:
@@ -77,7 +85,14 @@ def main() -> None:
                                 f"classifiers ({source[name]})")
         probs, seconds = saved_classifier_proba(path.stem, path.parent, test, info, runtime)
         correct[name], source[name] = probs.argmax(1) == test.labels, str(path)
+        scored.append((name, probs))
         print(f"{path}: scored in {seconds:.0f} s")
+    if args.average:
+        if len(scored) < 2:
+            raise PipelineError("--average needs at least two --model classifiers")
+        name = "mean(" + " + ".join(member for member, _ in scored) + ")"
+        mean = np.mean([probs for _, probs in scored], axis=0)
+        correct[name], source[name] = mean.argmax(1) == test.labels, "mean class probabilities"
     against = args.vs or [model_name(args.model[0])]
     unknown = [name for name in against if name not in correct]
     if unknown:

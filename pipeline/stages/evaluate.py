@@ -19,6 +19,7 @@ from pipeline.artifacts import LM_REPORT_KEYS, TRAIN_SUMMARY_KEYS, VOCAB_INFO_KE
 from pipeline.batching import Corpus
 from pipeline.config import (
     EVALUATED,
+    HYBRID_RNN,
     LANGUAGE_MODEL_OF,
     VARIANTS,
     Params,
@@ -56,6 +57,7 @@ def comparison_table(results: dict, dataset: dict, lm: dict, capped: bool) -> st
     ]
     lines += [
         "",
+        *averaged_lines(results),
         f"Language model: valid perplexity {lm['valid_perplexity']:.1f} after "
         f"{lm['tokens']:,} training tokens ({lm['epochs']} epoch(s)).",
         f"Data: train {dataset['train']:,}, valid {dataset['valid']:,}, "
@@ -128,6 +130,35 @@ def evaluate_model(variant: str, models_dir: Path, reports: Path, test: Corpus,
                    "valid_accuracy": summary["valid_accuracy"],
                    "inference_seconds": inference_seconds,
                    "train_examples": summary["train_examples"]}, summary["mlflow_run_id"]
+
+
+def add_average(name: str, parts: tuple[str, ...], probs: dict[str, np.ndarray],
+                results: dict, labels: np.ndarray, label_names: list[str],
+                indices: np.ndarray) -> None:
+    """Adds the result ``name``: the mean class probabilities of ``parts`` (already scored).
+    Its ``members`` (what its cost counts) are the parts' own members."""
+    probs[name] = np.mean([probs[part] for part in parts], axis=0)
+    test_metrics = classification_metrics(labels, probs[name], label_names)
+    test_metrics["accuracy_ci95"] = accuracy_interval(probs[name].argmax(1) == labels, indices)
+    results[name] = {
+        "test": test_metrics,
+        "averaged": list(parts),
+        "members": [m for part in parts for m in results[part].get("members", [part])],
+        "train_seconds": sum(results[part]["train_seconds"] for part in parts),
+        "inference_seconds": sum(results[part]["inference_seconds"] for part in parts),
+        "train_examples": results[parts[0]]["train_examples"]}
+    print(f"[{name}] mean of {' + '.join(parts)}: accuracy {test_metrics['accuracy']:.4f}")
+
+
+def averaged_lines(results: dict) -> list[str]:
+    """A sentence per averaged result: what it averages."""
+    return [f"{name}: mean class probabilities of {' + '.join(entry['averaged'])} "
+            "(no training of its own)." for name, entry in results.items() if "averaged" in entry]
+
+
+def hybrid_name(rnn: str, ngram: str) -> str:
+    """An RNN averaged with an n-gram baseline (params.yaml evaluate.hybrid_with)."""
+    return f"{rnn}_with_{ngram}"
 
 
 PROBABILITIES = "test_probabilities.parquet"
@@ -267,6 +298,10 @@ def main() -> None:
     for variant in EVALUATED:
         probs[variant], results[variant], sources[variant] = evaluate_model(
             variant, models_dir, reports, test, indices, info, runtime)
+    ngram = params.evaluate.hybrid_with
+    if ngram:  # an RNN and an n-gram model make different mistakes (Mesnil et al., 2015)
+        add_average(hybrid_name(HYBRID_RNN, ngram), (HYBRID_RNN, ngram), probs, results,
+                    labels, label_names, indices)
     add_costs(results, {"pretrain": lm_metrics["train_seconds"]})
     add_baseline_differences(results, probs, labels, indices)
 

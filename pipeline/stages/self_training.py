@@ -7,23 +7,27 @@ evaluate, against the same baseline, and against the same variant trained on the
 examples alone (the gain from self-training, with its paired 95% interval). The other
 classifiers' test probabilities and metrics come from evaluate's outputs; only the students
 are run. A student's cost counts its own training, its teacher's, the pseudo-labelling and
-the language model either used. Writes reports/self_training.json (the layout of
-metrics.json) and reports/self_training.md.
+the language model either used. With ``evaluate.hybrid_with``, the rnn_pretrained student
+is also averaged with that n-gram baseline (``rnn_pretrained_self_trained_with_nb_logreg``).
+Writes reports/self_training.json (the layout of metrics.json) and reports/self_training.md.
 """
 
 from __future__ import annotations
 
 from pipeline import tracking
 from pipeline.artifacts import LM_REPORT_KEYS
-from pipeline.config import EVALUATED, LANGUAGE_MODEL_OF, SELF_TRAINED
+from pipeline.config import EVALUATED, HYBRID_RNN, LANGUAGE_MODEL_OF, SELF_TRAINED
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_outputs, read_json, require, write_json
 from pipeline.metrics import difference_interval
 from pipeline.stages.evaluate import (
     BASELINE,
     PROBABILITIES,
+    add_average,
     add_baseline_differences,
+    averaged_lines,
     evaluate_model,
+    hybrid_name,
     log_test_metrics,
     read_probabilities,
     results_table,
@@ -51,7 +55,9 @@ def main() -> None:
                             f"{pseudo['teacher']}, params.yaml asks for {teacher}: dvc repro")
     metrics_path = require(reports / "metrics.json", "evaluate's metrics")
     evaluated = read_json(metrics_path, ("classifiers",))["classifiers"]
-    needed = {BASELINE, teacher, *students}
+    ngram = params.evaluate.hybrid_with  # averaged with the rnn_pretrained student
+    hybrid_student = HYBRID_RNN + SELF_TRAINED if ngram and HYBRID_RNN in students else None
+    needed = {BASELINE, teacher, *students, *([ngram] if hybrid_student else [])}
     if any(variant not in evaluated for variant in needed):
         raise PipelineError(f"{metrics_path} lacks one of {', '.join(sorted(needed))}: rerun "
                             "evaluate (dvc repro)")
@@ -79,18 +85,30 @@ def main() -> None:
             "ci95": difference_interval(correct, alone, indices)}
         results[name]["teacher"] = teacher
         shown[name] = results[name]
+    if hybrid_student:
+        name = hybrid_name(hybrid_student, ngram)
+        add_average(name, (hybrid_student, ngram), probs, results, labels, info["label_names"],
+                    indices)
+        # the student's cost (teacher, pseudo-labels, LM), and the n-gram model's unless it taught
+        results[name]["total_train_seconds"] = results[hybrid_student]["total_train_seconds"] + (
+            0.0 if ngram == teacher else results[ngram]["train_seconds"])
+        shown[name] = results[name]
     add_baseline_differences(shown, probs, labels, indices)  # evaluate did the others'
 
     gains = []
     for name, entry in shown.items():
+        if "vs_supervised" not in entry:
+            continue  # the hybrid: not trained
         gain = entry["vs_supervised"]
         gains.append(f"- {name}: {100 * gain['accuracy_diff']:+.2f} points "
                      f"[{100 * gain['ci95'][0]:+.2f}, {100 * gain['ci95'][1]:+.2f}] "
                      f"vs {gain['variant']}")
+    averaged = averaged_lines(shown)
     per_class = ", ".join(f"{n}: {c:,}" for n, c in pseudo["per_class"].items())
     lowest = ", ".join(f"{n}: {p:.4f}" for n, p in pseudo["min_probability"].items())
     lines = ["# Self-training (test set as in comparison.md)", "",
              *results_table({v: results[v] for v in (*reused, *shown)}), "",
+             *averaged, *([""] if averaged else []),
              "Gain from self-training (paired 95% bootstrap interval):", "", *gains, "",
              f"Teacher: {teacher} (trained on the same {results[teacher]['train_examples']:,} "
              f"labeled reviews); it read {pseudo['unlabeled_read']:,} unlabeled reviews and "
