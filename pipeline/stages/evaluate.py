@@ -1,5 +1,7 @@
 """Stage 7 — evaluate every classifier on the same test set and compare them.
 
+With ``evaluate.hybrid_with`` (default nb_logreg) it also reports rnn_pretrained averaged
+with that n-gram baseline (``rnn_pretrained_with_nb_logreg``: mean class probabilities).
 Writes reports/metrics.json (the contract read by CI and benchmarks),
 reports/comparison.md, DVC plot data under reports/plots/ and PNG plots.
 """
