@@ -69,6 +69,8 @@ def main() -> None:
                         help="also score the mean class probabilities of the --model classifiers")
     parser.add_argument("--predictions", type=Path, default=Path("reports/plots"))
     args = parser.parse_args()
+    if args.average and len(args.model) < 2:  # before minutes of scoring, not after
+        raise PipelineError("--average needs at least two --model classifiers")
     params = load_params()
     runtime = setup(params.runtime)
     info = read_json(Path(args.data) / "info.json", ("vocab_sha256", "vocab_size", "label_names"))
@@ -88,8 +90,6 @@ def main() -> None:
         scored.append((name, probs))
         print(f"{path}: scored in {seconds:.0f} s")
     if args.average:
-        if len(scored) < 2:
-            raise PipelineError("--average needs at least two --model classifiers")
         name = "mean(" + " + ".join(member for member, _ in scored) + ")"
         mean = np.mean([probs for _, probs in scored], axis=0)
         correct[name], source[name] = mean.argmax(1) == test.labels, "mean class probabilities"
