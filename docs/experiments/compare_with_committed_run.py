@@ -57,6 +57,27 @@ def committed_correct(predictions: Path, test: Corpus, names: list[str]) -> dict
     return correct
 
 
+def comparison_table(correct: dict[str, np.ndarray], against: list[str] | tuple[str, ...],
+                     source: dict[str, str], indices: np.ndarray) -> list[str]:
+    """A markdown table, best first: each variant's test accuracy and its paired difference
+    with each of ``against``, on the bootstrap resamples ``indices``."""
+    lines = ["| variant | test accuracy [95% CI] | "
+             + " | ".join(f"Δ vs {name} (points) [95% CI]" for name in against) + " |",
+             "|---|---|" + "---|" * len(against)]
+    for name, right in sorted(correct.items(), key=lambda item: -item[1].mean()):
+        low, high = accuracy_interval(right, indices)
+        cells = [f"{100 * right.mean():.2f}% [{100 * low:.2f}, {100 * high:.2f}]"]
+        for other in against:
+            if other == name:
+                cells.append("—")
+                continue
+            diff_low, diff_high = difference_interval(right, correct[other], indices)
+            cells.append(f"{100 * (right.mean() - correct[other].mean()):+.2f} "
+                         f"[{100 * diff_low:+.2f}, {100 * diff_high:+.2f}]")
+        lines.append(f"| {name} ({source[name]}) | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,21 +118,7 @@ def main() -> None:
     unknown = [name for name in against if name not in correct]
     if unknown:
         raise PipelineError(f"--vs {', '.join(unknown)}: not among {', '.join(correct)}")
-    print("| variant | test accuracy [95% CI] | "
-          + " | ".join(f"Δ vs {name} (points) [95% CI]" for name in against) + " |")
-    print("|---|---|" + "---|" * len(against))
-    for name, right in sorted(correct.items(), key=lambda item: -item[1].mean()):
-        low, high = accuracy_interval(right, indices)
-        cells = [f"{100 * right.mean():.2f}% [{100 * low:.2f}, {100 * high:.2f}]"]
-        for other in against:
-            base = correct[other]
-            if other == name:
-                cells.append("—")
-                continue
-            diff_low, diff_high = difference_interval(right, base, indices)
-            cells.append(f"{100 * (right.mean() - base.mean()):+.2f} "
-                         f"[{100 * diff_low:+.2f}, {100 * diff_high:+.2f}]")
-        print(f"| {name} ({source[name]}) | " + " | ".join(cells) + " |")
+    print("\n".join(comparison_table(correct, against, source, indices)))
 
 
 if __name__ == "__main__":

@@ -29,14 +29,6 @@ from pipeline.runtime import setup
 WEIGHTS = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 
 
-def mean_proba(variants: list[str], models: Path, corpus: Corpus, info: dict,
-               runtime) -> np.ndarray:
-    """One classifier's probabilities, or the mean of several (the forward + backward
-    ensemble, as the ensemble stage averages them)."""
-    return np.mean([saved_classifier_proba(v, models, corpus, info, runtime)[0]
-                    for v in variants], axis=0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,10 +42,15 @@ def main() -> None:
     rnns = {"rnn_pretrained": ["rnn_pretrained"],
             "rnn_pretrained_ensemble": ["rnn_pretrained", "rnn_pretrained_backward"]}
     splits = {s: Corpus.load(args.data, s) for s in ("valid", "test")}
-    proba = {(name, s): mean_proba(parts, args.models, corpus, info, runtime)
-             for name, parts in rnns.items() for s, corpus in splits.items()}
-    for s, corpus in splits.items():
-        proba[(args.ngram, s)] = mean_proba([args.ngram], args.models, corpus, info, runtime)
+    # each classifier scored once per split; the ensemble is the mean of its parts' (as the
+    # ensemble stage averages them)
+    proba = {(variant, s): saved_classifier_proba(variant, args.models, corpus, info,
+                                                  runtime)[0]
+             for variant in {args.ngram, *(v for parts in rnns.values() for v in parts)}
+             for s, corpus in splits.items()}
+    for name, parts in rnns.items():
+        for s in splits:
+            proba[(name, s)] = np.mean([proba[(v, s)] for v in parts], axis=0)
     test = splits["test"]
     indices = bootstrap_indices(len(test), params.evaluate.bootstrap_samples,
                                 params.evaluate.seed)

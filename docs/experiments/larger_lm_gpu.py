@@ -31,38 +31,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from compare_with_committed_run import comparison_table  # this folder's, on sys.path
 
 from pipeline.batching import Corpus
-from pipeline.config import load_params
+from pipeline.config import Params, load_params, with_overrides
 from pipeline.errors import PipelineError
 from pipeline.inference import saved_classifier_proba
 from pipeline.io import read_json
-from pipeline.metrics import accuracy_interval, bootstrap_indices, difference_interval
+from pipeline.metrics import bootstrap_indices
 from pipeline.runtime import setup
 
 PARAMS = Path("params_larger_lm.yaml")
 OVERRIDES = {
-    "model": {"embedding_dim": 400, "hidden": 1150, "layers": 3},
-    "pretrain": {"lr": 0.0005, "epochs": 2},
-    "classifier": {"rnn_pretrained": {"lr": 0.001, "epochs": 3}},
-    "ensemble": {"directions": []},
-    "runtime": {"checkpoint_every": 0},  # a 45 M-parameter model + optimizer every 200 steps
+    "model.embedding_dim": 400, "model.hidden": 1150, "model.layers": 3,
+    "pretrain.lr": 0.0005, "pretrain.epochs": 2,
+    "classifier.rnn_pretrained.lr": 0.001, "classifier.rnn_pretrained.epochs": 3,
+    "ensemble.directions": [],
+    "runtime.checkpoint_every": 0,  # a 45 M-parameter model + optimizer every 200 steps
 }
 NAME = "rnn_pretrained_larger_lm"
 HYBRID_WITH = "nb_logreg"
 VERSUS = ("nb_logreg", "bag_of_embeddings", "rnn_pretrained")
 
 
-def merge(base: dict, update: dict) -> dict:
-    for key, value in update.items():
-        base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
-def write_params(extra: dict) -> None:
-    params = merge(merge(yaml.safe_load(Path("params.yaml").read_text()), OVERRIDES), extra)
-    PARAMS.write_text(yaml.safe_dump(params, sort_keys=False))
-    load_params(PARAMS)  # the pipeline's own validation, before minutes of work
+def write_params(changes: dict[str, object]) -> Params:
+    """params.yaml with dotted-key ``changes``, validated as the stages will read it."""
+    params = with_overrides(load_params(), changes, f"params.yaml + {PARAMS}")
+    PARAMS.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    return params
 
 
 def run(command: list[str], log: Path) -> float:
@@ -80,9 +76,9 @@ def run(command: list[str], log: Path) -> float:
     return time.monotonic() - started
 
 
-def probe_tokens_per_s(out: Path, steps: int) -> float:
+def probe_tokens_per_s(out: Path, steps: int, device: str) -> float:
     command = [sys.executable, "benchmarks/bench_lm_throughput.py", "--params", str(PARAMS),
-               "--device", "cuda" if setup_device() == "cuda" else "cpu", "--threads", "8",
+               "--device", device, "--threads", "8",
                "--rounds", "2", "--steps", str(steps), "--ref-steps", "1", "--warmup", "2",
                "--distribution", "zipf"]
     print("$ " + " ".join(command), flush=True)
@@ -93,12 +89,6 @@ def probe_tokens_per_s(out: Path, steps: int) -> float:
     record = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
     (out / "probe.json").write_text(json.dumps(record, indent=1))
     return float(record["project"]["tokens_per_s"])
-
-
-def setup_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def classifier_tokens(data: Path, max_len: int) -> int:
@@ -115,23 +105,9 @@ def compare(probs: np.ndarray, test: Corpus, committed: Path, samples: int, seed
     proba[NAME] = probs
     proba[f"{NAME}_with_{HYBRID_WITH}"] = (probs + proba[HYBRID_WITH]) / 2
     correct = {name: p.argmax(1) == test.labels for name, p in proba.items()}
+    source = {name: "this run" if name.startswith(NAME) else "committed run" for name in correct}
     indices = bootstrap_indices(len(test), samples, seed)
-    lines = ["| variant | test accuracy [95% CI] | "
-             + " | ".join(f"Δ vs {name} (points) [95% CI]" for name in VERSUS) + " |",
-             "|---|---|" + "---|" * len(VERSUS)]
-    for name, right in sorted(correct.items(), key=lambda item: -item[1].mean()):
-        low, high = accuracy_interval(right, indices)
-        cells = [f"{100 * right.mean():.2f}% [{100 * low:.2f}, {100 * high:.2f}]"]
-        for other in VERSUS:
-            if other == name:
-                cells.append("—")
-                continue
-            diff_low, diff_high = difference_interval(right, correct[other], indices)
-            cells.append(f"{100 * (right.mean() - correct[other].mean()):+.2f} "
-                         f"[{100 * diff_low:+.2f}, {100 * diff_high:+.2f}]")
-        source = "this run" if name.startswith(NAME) else "committed run"
-        lines.append(f"| {name} ({source}) | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(comparison_table(correct, VERSUS, source, indices)) + "\n"
 
 
 def main() -> None:
@@ -161,16 +137,14 @@ def main() -> None:
     if not args.committed.is_file():
         raise PipelineError(f"--committed {args.committed}: not found")
 
+    overrides = dict(OVERRIDES)
     for item in args.set:
         key, _, value = item.partition("=")
-        *sections, last = key.split(".")
-        target = OVERRIDES
-        for section in sections:
-            target = target.setdefault(section, {})
-        target[last] = yaml.safe_load(value)
-    write_params({})
-    tokens_per_s = args.tokens_per_s or probe_tokens_per_s(args.out, args.probe_steps)
-    params = load_params(PARAMS)
+        overrides[key] = yaml.safe_load(value)
+    params = write_params(overrides)
+    runtime = setup(params.runtime)
+    tokens_per_s = args.tokens_per_s or probe_tokens_per_s(args.out, args.probe_steps,
+                                                           runtime.device.type)
     step_tokens = params.pretrain.batch_size * params.pretrain.bptt
     epoch_s = (classifier_tokens(args.data, params.classifier.max_len)
                / (args.classifier_speed * tokens_per_s))
@@ -186,8 +160,8 @@ def main() -> None:
             "lm_tokens": steps_per_epoch * params.pretrain.epochs * step_tokens,
             "classifier_epochs": epochs, "classifier_epoch_s_estimate": round(epoch_s)}
     print(json.dumps(plan), flush=True)
-    write_params({"pretrain": {"steps_per_epoch": steps_per_epoch},
-                  "classifier": {"rnn_pretrained": {"epochs": epochs}}})
+    write_params({**overrides, "pretrain.steps_per_epoch": steps_per_epoch,
+                  "classifier.rnn_pretrained.epochs": epochs})
     (args.out / PARAMS.name).write_text(PARAMS.read_text())
 
     python = [sys.executable, "-m"]
@@ -203,7 +177,7 @@ def main() -> None:
     info = read_json(args.data / "info.json", ("vocab_sha256", "vocab_size"))
     test = Corpus.load(args.data, "test")
     probs, seconds = saved_classifier_proba("rnn_pretrained", Path("models"), test, info,
-                                            setup(params.runtime))
+                                            runtime)
     plan["test_inference_s"] = round(seconds, 1)
     pd.DataFrame({"neg": probs[:, 0], "pos": probs[:, 1]}).to_csv(
         args.out / "test_probabilities.csv", index=False, float_format="%.6f")
