@@ -193,6 +193,9 @@ class RNNClassifierParams(Section):
     # model.weight_dropout, the language model's): fights overfitting on labeled data
     weight_dropout: float | None = Field(None, ge=0.0, lt=1.0)
     pooling: Literal["concat", "last"] = "concat"  # concat: [last, max, mean] (ULMFiT)
+    # adversarial training (Miyato et al. 2017): also train on word vectors perturbed in the
+    # loss-increasing direction, this many RMS embedding entries long per review; 0 = off
+    adversarial_epsilon: float = Field(0.0, ge=0.0, le=100.0)
 
 
 class BagOfEmbeddingsParams(Section):

@@ -86,9 +86,10 @@ class RNNEncoder(nn.Module):
             embedded = embedded * F.embedding(tokens, keep)
         return embedded
 
-    def forward(self, tokens: torch.Tensor, hidden: Hidden | None = None
-                ) -> tuple[torch.Tensor, Hidden]:
-        """tokens [B, T] -> outputs [B, T, hidden].
+    def forward(self, tokens: torch.Tensor, hidden: Hidden | None = None,
+                embedding_delta: torch.Tensor | None = None) -> tuple[torch.Tensor, Hidden]:
+        """tokens [B, T] -> outputs [B, T, hidden]; ``embedding_delta`` [B, T, embedding_dim]
+        is added to the word vectors (adversarial training's perturbation).
 
         Padding goes at the end of each row, so (the RNN being unidirectional) outputs at
         real positions never see it; callers mask what lies past each length. Packed
@@ -96,7 +97,10 @@ class RNNEncoder(nn.Module):
         oneDNN kernel and ran ~10x slower here, while length-bucketed batches leave
         almost no padding to skip.
         """
-        x = locked_dropout(self.embed(tokens), self.config.input_dropout, self.training)
+        x = self.embed(tokens)
+        if embedding_delta is not None:
+            x = x + embedding_delta
+        x = locked_dropout(x, self.config.input_dropout, self.training)
         p = self.config.weight_dropout
         if self.training and p > 0:
             # DropConnect on W_h (AWD-LSTM): one mask per batch, the same at every time step,
@@ -243,15 +247,23 @@ class RNNClassifier(nn.Module):
                    if name.endswith(f"_l{k}")] for k in range(self.encoder.config.layers)]
         return [list(self.encoder.embedding.parameters()), *layers, list(self.head.parameters())]
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor,
+                embedding_delta: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, classes]. ``embedding_delta`` [B, :meth:`gradient_steps`, embedding_dim]
+        perturbs the word vectors of the steps that get gradients, in the order the encoder
+        reads them (reversed for a backward model)."""
         if self.backward:
             tokens = reverse_padded(tokens, lengths)
         split, hidden, prefix = 0, None, None
         if self.grad_len is not None and tokens.size(1) > self.grad_len:  # BPT3C
             split = tokens.size(1) - self.grad_len  # the last grad_len steps get gradients
             hidden, prefix = self.read_prefix(tokens[:, :split], lengths)
-        out, _ = self.encoder(tokens[:, split:], hidden)
+        out, _ = self.encoder(tokens[:, split:], hidden, embedding_delta)
         return self.head(self.pool(out, lengths - split, lengths, prefix))
+
+    def gradient_steps(self, width: int) -> int:
+        """How many of a ``width``-step batch's steps are back-propagated through."""
+        return width if self.grad_len is None else min(width, self.grad_len)
 
     @torch.no_grad()
     def read_prefix(self, tokens: torch.Tensor, lengths: torch.Tensor

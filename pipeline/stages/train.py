@@ -166,7 +166,7 @@ def train_classifier(variant: str, params: Params, info: dict, lm_path: Path, tr
     batch_size = getattr(settings, "batch_size", common.batch_size)
     read_len = None if common.bpt3c else common.max_len  # BPT3C reads whole reviews
     task = ClassifierTask(train, valid, batch_size, read_len, params.classifier_seed,
-                          runtime.device)
+                          runtime.device, getattr(settings, "adversarial_epsilon", 0.0))
     optimizer = adamw(groups, weight_decay=settings.weight_decay)
     scheduler = one_cycle(optimizer, settings.epochs * task.steps_per_epoch)
     result = fit(model, task, optimizer, scheduler, runtime, epochs=settings.epochs,
@@ -196,7 +196,7 @@ def fine_tune_on_labels(trained: Trained, variant: str, params: Params, labeled:
               else [{"params": model.parameters(), "lr": scale * settings.lr}])
     batch_size = getattr(settings, "batch_size", params.classifier.batch_size)
     task = ClassifierTask(labeled, valid, batch_size, trained.read_len, params.classifier_seed,
-                          runtime.device)
+                          runtime.device, getattr(settings, "adversarial_epsilon", 0.0))
     optimizer = adamw(groups, weight_decay=settings.weight_decay)
     epochs = params.self_training.gold_epochs
     result = fit(model, task, optimizer, one_cycle(optimizer, epochs * task.steps_per_epoch),

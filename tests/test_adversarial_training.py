@@ -1,0 +1,90 @@
+"""Adversarial training on word embeddings (`classifier.rnn_*.adversarial_epsilon`):
+the perturbation's length and direction, and that it trains."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.config import RuntimeParams
+from pipeline.models import EncoderConfig, RNNClassifier
+from pipeline.runtime import setup
+from pipeline.tasks import ClassifierTask, adversarial_delta, adversarial_loss
+from pipeline.training import fit
+from tests.test_training import keyword_corpus
+
+CONFIG = EncoderConfig(vocab_size=40, embedding_dim=8, hidden=12, layers=2, dropout=0.0,
+                       embedding_dropout=0.0, input_dropout=0.0)
+
+
+def padded_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    tokens = torch.randint(3, 40, (6, 15), generator=generator)
+    lengths = torch.tensor([15, 12, 9, 7, 4, 2])
+    tokens[torch.arange(15)[None, :] >= lengths[:, None]] = 0  # padding at the end
+    return tokens, lengths, torch.tensor([0, 1, 0, 1, 0, 1])
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_the_perturbation_has_the_set_length_skips_padding_and_raises_the_loss(
+        backward: bool) -> None:
+    torch.manual_seed(0)
+    model = RNNClassifier(CONFIG, 2, head_dropout=0.0, backward=backward).eval()
+    tokens, lengths, labels = padded_batch()
+    clean, delta = adversarial_delta(model, tokens, lengths, labels, epsilon=2.0)
+
+    assert delta.shape == (6, 15, CONFIG.embedding_dim) and not delta.requires_grad
+    rms = model.encoder.embedding.weight.pow(2).mean().sqrt()
+    torch.testing.assert_close(delta.flatten(1).norm(dim=1), (2.0 * rms).expand(6))
+    past_end = torch.arange(15)[None, :] >= lengths[:, None]  # in reading order, both ways
+    assert delta[past_end].abs().max() == 0 and delta[~past_end].abs().max() > 0
+
+    def loss(perturbation: torch.Tensor) -> float:
+        with torch.no_grad():
+            return F.cross_entropy(model(tokens, lengths, perturbation), labels).item()
+
+    assert loss(torch.zeros_like(delta)) == pytest.approx(clean.item(), abs=1e-6)
+    random = torch.randn(delta.shape, generator=torch.Generator().manual_seed(2))
+    random = random.masked_fill(past_end[..., None], 0.0)
+    random = random / random.flatten(1).norm(dim=1)[:, None, None] * 2.0 * rms
+    # the gradient's direction raises the loss, and more than a random one of the same length
+    assert loss(delta) > loss(random) and loss(delta) > clean.item()
+
+
+def test_with_bpt3c_only_the_steps_with_gradients_are_perturbed() -> None:
+    torch.manual_seed(0)
+    model = RNNClassifier(CONFIG, 2, head_dropout=0.0, grad_len=5, bptt=4).eval()
+    tokens, lengths, labels = padded_batch()
+    _, delta = adversarial_delta(model, tokens, lengths, labels, epsilon=1.0)
+    assert model.gradient_steps(15) == 5 and delta.shape == (6, 5, CONFIG.embedding_dim)
+    assert model.gradient_steps(3) == 3
+
+
+def test_the_loss_is_the_mean_of_the_clean_and_the_perturbed_loss() -> None:
+    torch.manual_seed(0)
+    model = RNNClassifier(CONFIG, 2, head_dropout=0.0).eval()
+    tokens, lengths, labels = padded_batch()
+    clean, delta = adversarial_delta(model, tokens, lengths, labels, epsilon=3.0)
+    perturbed = F.cross_entropy(model(tokens, lengths, delta), labels)
+    combined = adversarial_loss(model, tokens, lengths, labels, epsilon=3.0)
+    torch.testing.assert_close(combined, (clean + perturbed) / 2)
+    combined.backward()  # the clean pass's graph was kept for this
+    assert model.encoder.embedding.weight.grad.abs().sum() > 0
+
+
+def test_epsilon_zero_is_the_plain_loss_and_training_with_it_learns() -> None:
+    runtime = setup(RuntimeParams(device="cpu", threads=1, precision="fp32", seed=0))
+    train, valid = keyword_corpus(256, 0), keyword_corpus(64, 1)
+    model = RNNClassifier(CONFIG, 2)
+    batch = next(iter(ClassifierTask(train, valid, 16, 20, 0, runtime.device).batches(1)))
+    plain = ClassifierTask(train, valid, 16, 20, 0, runtime.device, adversarial_epsilon=0.0)
+    model.eval()
+    torch.testing.assert_close(plain.loss(model, batch),
+                               F.cross_entropy(model(batch[0], batch[1]), batch[2]))
+
+    task = ClassifierTask(train, valid, 16, 20, 0, runtime.device, adversarial_epsilon=1.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    result = fit(model, task, optimizer, None, runtime, epochs=8, clip=1.0,
+                 monitor="valid_accuracy", higher_is_better=True)
+    assert result.best["valid_accuracy"] >= 0.85  # label 1 iff token 7 occurs
