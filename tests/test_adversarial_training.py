@@ -3,6 +3,9 @@ the perturbation's length and direction, and that it trains."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +15,7 @@ from pipeline.models import EncoderConfig, RNNClassifier
 from pipeline.runtime import setup
 from pipeline.tasks import ClassifierTask, adversarial_delta, adversarial_loss
 from pipeline.training import fit
+from tests.conftest import REPO, run
 from tests.test_training import keyword_corpus
 
 CONFIG = EncoderConfig(vocab_size=40, embedding_dim=8, hidden=12, layers=2, dropout=0.0,
@@ -88,3 +92,48 @@ def test_epsilon_zero_is_the_plain_loss_and_training_with_it_learns() -> None:
     result = fit(model, task, optimizer, None, runtime, epochs=8, clip=1.0,
                  monitor="valid_accuracy", higher_is_better=True)
     assert result.best["valid_accuracy"] >= 0.85  # label 1 iff token 7 occurs
+
+
+ONE_EPOCH = """
+import sys
+import torch
+from pipeline import distributed
+from pipeline.config import RuntimeParams
+from pipeline.models import EncoderConfig, RNNClassifier
+from pipeline.runtime import setup
+from pipeline.tasks import ClassifierTask
+from pipeline.training import fit
+from tests.test_training import keyword_corpus
+
+runtime = setup(RuntimeParams(device="cpu", threads=1, precision="fp32", seed=0))
+torch.manual_seed(0)
+config = EncoderConfig(vocab_size=40, embedding_dim=16, hidden=16, layers=2, dropout=0.0,
+                       embedding_dropout=0.0, input_dropout=0.0)
+model = RNNClassifier(config, 2, head_dropout=0.0)
+task = ClassifierTask(keyword_corpus(128, 0), keyword_corpus(32, 1), 16, 20, 0,
+                      runtime.device, adversarial_epsilon=float(sys.argv[1]))
+fit(model, task, torch.optim.SGD(model.parameters(), lr=0.1), None, runtime, epochs=1,
+    clip=100.0, monitor="valid_accuracy", higher_is_better=True)
+if distributed.is_main():
+    torch.save(model.state_dict(), sys.argv[2])
+"""
+
+
+@pytest.mark.slow
+def test_under_torchrun_it_matches_one_process(tmp_path: Path) -> None:
+    """The clean pass bypasses the DDP wrapper; every gradient must still be reduced once."""
+    script = tmp_path / "one_epoch.py"
+    script.write_text(ONE_EPOCH)
+    env = {"PYTHONPATH": str(REPO)}
+    for launcher, out in ((["--nproc_per_node=2"], "two.pt"), (None, "one.pt"),
+                          (None, "plain.pt")):
+        epsilon = "0" if out == "plain.pt" else "1.0"
+        prefix = (["-m", "torch.distributed.run", "--standalone", *launcher] if launcher
+                  else [])
+        run([sys.executable, *prefix, str(script), epsilon, str(tmp_path / out)], cwd=REPO,
+            env=env, timeout=180)
+    one, two, plain = (torch.load(tmp_path / f, weights_only=True)
+                       for f in ("one.pt", "two.pt", "plain.pt"))
+    for name, tensor in one.items():
+        torch.testing.assert_close(two[name], tensor, rtol=1e-4, atol=1e-6)
+    assert max((one[k] - plain[k]).abs().max() for k in one) > 1e-5  # epsilon changed them
