@@ -100,12 +100,14 @@ def main() -> None:
                                 params.evaluate.seed)
     correct = committed_correct(args.predictions, test, info["label_names"])
     source = dict.fromkeys(correct, "committed run")
+    for path in args.model:  # before minutes of scoring, not after
+        if model_name(path) in correct:
+            raise PipelineError(
+                f"--model {path}: {model_name(path)} is already among the committed run's "
+                f"classifiers ({args.predictions}): copy the file under another name")
     scored = []
     for path in args.model:
         name = model_name(path)
-        if name in correct:
-            raise PipelineError(f"--model {path}: {name} is already among the compared "
-                                f"classifiers ({source[name]})")
         probs, seconds = saved_classifier_proba(path.stem, path.parent, test, info, runtime)
         correct[name], source[name] = probs.argmax(1) == test.labels, str(path)
         scored.append((name, probs))
