@@ -88,13 +88,17 @@ def project(tmp_path_factory: pytest.TempPathFactory, tiny_run: TinyRun) -> Path
 
 @pytest.mark.slow
 def test_pseudo_labels_are_the_teachers_surest_unlabeled_reviews(project: Path) -> None:
-    from pipeline.models import load_checkpoint
-    from pipeline.tasks import predict_proba
+    from pipeline.inference import saved_classifier_proba
+    from pipeline.io import read_json
+    from pipeline.runtime import setup
 
     pseudo = pd.read_parquet(project / "data/pseudo_labels.parquet")
     unlabeled = Corpus.load(project / "data/vocab", "unlabeled")
-    teacher, blob = load_checkpoint(project / "models/bag_of_embeddings_lm.pt")
-    probs = predict_proba(teacher, unlabeled, 8, blob["max_len"], torch.device("cpu"))
+    # the stage's precision (bf16 autocast on a bf16 CPU): fp32 probabilities ordered
+    # near-ties differently there (2026-12-04, an EPYC with AVX-512 BF16)
+    runtime = setup(load_params(project / "params.yaml").runtime)
+    probs, _ = saved_classifier_proba("bag_of_embeddings_lm", project / "models", unlabeled,
+                                      read_json(project / "data/vocab/info.json"), runtime)
     expected_rows, expected_labels = confident(probs, 5)
     assert pseudo["unlabeled_row"].tolist() == expected_rows.tolist()
     assert pseudo["label"].tolist() == expected_labels.tolist()
