@@ -100,11 +100,15 @@ def main() -> None:
                                 params.evaluate.seed)
     correct = committed_correct(args.predictions, test, info["label_names"])
     source = dict.fromkeys(correct, "committed run")
+    named: dict[str, Path] = {}
     for path in args.model:  # before minutes of scoring, not after
-        if model_name(path) in correct:
-            raise PipelineError(
-                f"--model {path}: {model_name(path)} is already among the committed run's "
-                f"classifiers ({args.predictions}): copy the file under another name")
+        name = model_name(path)
+        if name in correct or name in named:
+            where = (f"the committed run's classifiers ({args.predictions})" if name in correct
+                     else f"--model {named[name]}")
+            raise PipelineError(f"--model {path}: {name} is already among {where}: copy the "
+                                f"file under another name")
+        named[name] = path
     scored = []
     for path in args.model:
         name = model_name(path)
