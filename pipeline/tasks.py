@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,6 +15,9 @@ from torch import nn
 from pipeline.batching import BPTTBatches, Corpus, classifier_batches
 from pipeline.models import Hidden, LanguageModel, RNNClassifier, detach, to_device
 from pipeline.runtime import Runtime
+
+if TYPE_CHECKING:  # only for annotations: evaluate and others import this, not training
+    from pipeline.training import Backward
 
 
 class LanguageModelTask:
@@ -50,8 +54,8 @@ class LanguageModelTask:
         self.hidden = None if hidden is None else to_device(hidden, self.device)
         self.tokens_seen = state["tokens_seen"]
 
-    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, bool]
-             ) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, bool],
+             backward: Backward | None = None) -> torch.Tensor:
         inputs, targets, restarted = batch
         if restarted:
             self.hidden = None
@@ -103,10 +107,12 @@ class ClassifierTask:
     def load_state_dict(self, state: dict) -> None:
         pass
 
-    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...],
+             backward: Backward | None = None) -> torch.Tensor:
         tokens, lengths, labels = (t.to(self.device) for t in batch)
         if self.adversarial_epsilon > 0:
-            return adversarial_loss(model, tokens, lengths, labels, self.adversarial_epsilon)
+            return adversarial_loss(model, tokens, lengths, labels, self.adversarial_epsilon,
+                                    backward)
         return F.cross_entropy(model(tokens, lengths).float(), labels)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
@@ -120,31 +126,47 @@ class ClassifierTask:
 
 
 def adversarial_loss(model: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor,
-                     labels: torch.Tensor, epsilon: float) -> torch.Tensor:
+                     labels: torch.Tensor, epsilon: float, backward: Backward | None = None
+                     ) -> torch.Tensor:
     """Adversarial training on word embeddings (Miyato, Dai & Goodfellow 2017): the mean of
     the batch's loss and its loss with the word vectors moved by :func:`adversarial_delta`.
-    Costs a second forward and backward pass per step."""
-    # under torchrun the clean pass bypasses the DDP wrapper: the returned mean is
-    # back-propagated once, through both passes, and DDP reduces each gradient once
+    Costs a second forward and backward pass per step. With ``backward`` (from
+    :func:`~pipeline.training.fit`) the clean half is back-propagated at once, in the same
+    pass that finds the perturbation, and only the perturbed half's graph is returned:
+    the same gradients as back-propagating the mean, 1.24x faster per step (one fewer
+    backward through the clean graph; benchmarks/README.md)."""
+    # under torchrun the clean pass bypasses the DDP wrapper: its gradients accumulate
+    # locally, and DDP reduces each (clean + perturbed) once, in the perturbed backward
     module: RNNClassifier = getattr(model, "module", model)
-    clean, delta = adversarial_delta(module, tokens, lengths, labels, epsilon)
-    return (clean + F.cross_entropy(model(tokens, lengths, delta).float(), labels)) / 2
+    clean, delta = adversarial_delta(module, tokens, lengths, labels, epsilon, backward)
+    perturbed = F.cross_entropy(model(tokens, lengths, delta).float(), labels)
+    return ((clean if backward is None else clean.detach()) + perturbed) / 2
 
 
 def adversarial_delta(model: RNNClassifier, tokens: torch.Tensor, lengths: torch.Tensor,
-                      labels: torch.Tensor, epsilon: float
+                      labels: torch.Tensor, epsilon: float, backward: Backward | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The batch's loss (its graph kept), and the perturbation of its word vectors that
-    increases each review's loss most, to first order: the loss's gradient with respect to
-    them, scaled to an L2 norm (over the whole review) of ``epsilon`` x the embedding
-    matrix's RMS entry, so that ``epsilon`` does not depend on the embeddings' scale (Miyato
-    et al. normalized theirs to RMS ~1 and used 5 on IMDB). Padding gets none. In the
-    encoder's reading order, for the steps that get gradients (:meth:`gradient_steps`)."""
+    """The batch's loss, and the perturbation of its word vectors that increases each
+    review's loss most, to first order: the loss's gradient with respect to them, scaled to
+    an L2 norm (over the whole review) of ``epsilon`` x the embedding matrix's RMS entry, so
+    that ``epsilon`` does not depend on the embeddings' scale (Miyato et al. normalized
+    theirs to RMS ~1 and used 5 on IMDB). Padding gets none. In the encoder's reading
+    order, for the steps that get gradients (:meth:`gradient_steps`).
+
+    Without ``backward`` the loss keeps its graph (the caller back-propagates it later);
+    with it, half the loss is back-propagated here, into the model's gradients and the
+    perturbation's alike, and the graph is freed."""
     probe = torch.zeros(tokens.size(0), model.gradient_steps(tokens.size(1)),
                         model.encoder.config.embedding_dim, device=tokens.device,
                         requires_grad=True)
     clean = F.cross_entropy(model(tokens, lengths, probe).float(), labels)
-    (grad,) = torch.autograd.grad(clean, probe, retain_graph=True)
+    if backward is None:
+        (grad,) = torch.autograd.grad(clean, probe, retain_graph=True)
+    else:
+        backward(clean / 2)
+        # scaled as fp16's loss scaling scales it (only the direction is used); an
+        # overflow there is a step the scaler skips anyway: no perturbation, not nan
+        grad = torch.nan_to_num(probe.grad, nan=0.0, posinf=0.0, neginf=0.0)
     norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
     scale = model.encoder.embedding.weight.detach().float().pow(2).mean().sqrt()
     return clean, (epsilon * scale) * grad / norms

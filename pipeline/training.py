@@ -9,6 +9,7 @@ early stopping, and checkpoints that let a killed run resume where it stopped.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -38,13 +39,22 @@ KILL_AFTER_STEPS = "PIPELINE_KILL_AFTER_STEPS"
 KILL_SIGNAL = "PIPELINE_KILL_SIGNAL"
 
 
+Backward = Callable[[torch.Tensor], None]
+
+
 class Task(Protocol):
     steps_per_epoch: int
 
     def batches(self, epoch: int, start: int) -> Iterable[Any]:
         """The batches of ``epoch``, from step ``start`` on (non-zero when resuming)."""
 
-    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
+    def loss(self, model: nn.Module, batch: Any, backward: Backward | None = None
+             ) -> torch.Tensor:
+        """The batch's loss, for :func:`fit` to back-propagate. A task may back-propagate
+        part of it itself, at once, with ``backward`` (which scales it as the rest will
+        be): the returned tensor's graph then holds only the rest, its value still the
+        whole loss. Adversarial training does so with its clean pass (one backward instead
+        of two over that graph, and the graph freed before the second pass)."""
 
     def evaluate(self, model: nn.Module) -> dict[str, float]: ...
 
@@ -215,20 +225,22 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                 batch = distributed.shard(batch, rows)  # this rank's rows (all of them alone)
                 if batch is None:
                     continue
-                with runtime.autocast():
-                    loss = task.loss(train_model, batch)
-                if len(batch[0]) != rows:  # DDP averages over ranks: weight uneven shards so
-                    # the update is the whole batch's mean gradient, as in one process
-                    loss = loss * (len(batch[0]) * distributed.world_size() / rows)
+                # DDP averages over ranks: weight uneven shards so the update is the whole
+                # batch's mean gradient, as in one process
+                weight = len(batch[0]) * distributed.world_size() / rows
+                backward = functools.partial(scaled_backward, scaler, weight, runtime.device.type)
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                with runtime.autocast():
+                    loss = task.loss(train_model, batch, backward)
+                backward(loss)
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
                 scaler.step(optimizer)
                 scaler.update()
                 if scheduler is not None:
                     scheduler.step()
-                loss_value = distributed.mean_over_ranks(loss)  # all ranks see the same
+                # all ranks see the same: the whole batch's loss
+                loss_value = distributed.mean_over_ranks(loss.detach() * weight)
                 if not math.isfinite(loss_value):  # the weights are nan from here on
                     raise PipelineError(
                         f"training diverged: the loss is {loss_value} at epoch {epoch}, step "
@@ -292,6 +304,16 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def scaled_backward(scaler: torch.amp.GradScaler, weight: float, device_type: str,
+              loss: torch.Tensor) -> None:
+    """Back-propagate (part of) a step's loss, weighted and loss-scaled, outside autocast
+    (PyTorch advises against backward passes under autocast; a task calls this inside)."""
+    if weight != 1:
+        loss = loss * weight
+    with torch.autocast(device_type, enabled=False):
+        scaler.scale(loss).backward()
 
 
 def adamw(params: Iterable, **settings: Any) -> torch.optim.AdamW:

@@ -77,6 +77,34 @@ def test_the_loss_is_the_mean_of_the_clean_and_the_perturbed_loss() -> None:
     assert model.encoder.embedding.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("weight", [1.0, 0.75])
+def test_back_propagating_the_clean_half_first_gives_the_same_gradients(weight: float
+                                                                        ) -> None:
+    """fit's path (the clean half back-propagated with the probe) against back-propagating
+    the mean once: the same loss value, perturbation and gradients."""
+    torch.manual_seed(0)
+    model = RNNClassifier(CONFIG, 2, head_dropout=0.0).eval()
+    tokens, lengths, labels = padded_batch()
+    once = adversarial_loss(model, tokens, lengths, labels, epsilon=3.0)
+    (once * weight).backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+
+    parts: list[float] = []
+
+    def backward(part: torch.Tensor) -> None:
+        parts.append(part.item())
+        (part * weight).backward()
+
+    split = adversarial_loss(model, tokens, lengths, labels, epsilon=3.0, backward=backward)
+    assert len(parts) == 1  # the clean half, back-propagated inside
+    torch.testing.assert_close(split, once.detach())
+    (split * weight).backward()  # only the perturbed half's graph is left
+    assert all(p.grad is not None for p in model.parameters())
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
 def test_epsilon_zero_is_the_plain_loss_and_training_with_it_learns() -> None:
     runtime = setup(RuntimeParams(device="cpu", threads=1, precision="fp32", seed=0))
     train, valid = keyword_corpus(256, 0), keyword_corpus(64, 1)

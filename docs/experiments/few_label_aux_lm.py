@@ -37,7 +37,7 @@ from pipeline.models import LanguageModel, RNNClassifier, load_checkpoint
 from pipeline.runtime import setup
 from pipeline.stages.train import build
 from pipeline.tasks import ClassifierTask
-from pipeline.training import adamw, fit, one_cycle
+from pipeline.training import Backward, adamw, fit, one_cycle
 
 
 class ClassifierWithLMLoss(nn.Module):
@@ -65,9 +65,10 @@ class AuxiliaryLossTask(ClassifierTask):
         super().__init__(*args)
         self.lm_weight = lm_weight
 
-    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...],
+             backward: Backward | None = None) -> torch.Tensor:
         if self.lm_weight == 0:  # the model returns logits only: the stage's own loss
-            return super().loss(model, batch)
+            return super().loss(model, batch, backward)
         tokens, lengths, labels = (t.to(self.device) for t in batch)
         logits, lm_loss = model(tokens, lengths)
         return F.cross_entropy(logits.float(), labels) + self.lm_weight * lm_loss
