@@ -164,8 +164,8 @@ def adversarial_delta(model: RNNClassifier, tokens: torch.Tensor, lengths: torch
         (grad,) = torch.autograd.grad(clean, probe, retain_graph=True)
     else:
         backward(clean / 2)
-        # scaled as fp16's loss scaling scales it (only the direction is used); an
-        # overflow there is a step the scaler skips anyway: no perturbation, not nan
+        # it carries fp16's loss scale, if any (only its direction is used); an overflow
+        # there is a step the scaler skips anyway: no perturbation rather than nan
         grad = torch.nan_to_num(probe.grad, nan=0.0, posinf=0.0, neginf=0.0)
     norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
     scale = model.encoder.embedding.weight.detach().float().pow(2).mean().sqrt()

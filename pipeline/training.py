@@ -307,7 +307,7 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
 
 
 def scaled_backward(scaler: torch.amp.GradScaler, weight: float, device_type: str,
-              loss: torch.Tensor) -> None:
+                    loss: torch.Tensor) -> None:
     """Back-propagate (part of) a step's loss, weighted and loss-scaled, outside autocast
     (PyTorch advises against backward passes under autocast; a task calls this inside)."""
     if weight != 1:
