@@ -348,15 +348,23 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
         [experiment.experiment_id], "tags.`pipeline.role` = 'parent'")}
     assert {"pipeline:lc-n8", "pipeline:ablation-base",
             "pipeline:ablation-last_pooling"} <= set(parents)
+    ran = {}
     for name in ("pipeline:lc-n8", "pipeline:ablation-base", "pipeline:ablation-last_pooling"):
         parent = parents[name]
         children = client.search_runs(
             [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-        # fewer labels rerun the classifiers and evaluate; the LM (no labels) is reused
-        assert {c.info.run_name for c in children} == {
-            *(f"clf:{variant}" for variant in EVALUATED), "evaluate"}
+        ran[name] = {c.info.run_name for c in children}
         assert all(c.data.tags["dvc.exp_name"] == parent.data.tags["dvc.exp_name"]
                    for c in children)
+    # fewer labels rerun the classifiers and evaluate; the LM (no labels) is reused
+    every = {*(f"clf:{variant}" for variant in EVALUATED), "evaluate"}
+    assert ran["pipeline:lc-n8"] == every
+    # the two ablation points run at once, and every stage but rnn_pretrained's is the same
+    # in both: the one that reaches such a stage second may restore it from DVC's run cache
+    # (no run to log, the same outputs; seen in CI, 2026-12-05). Between them, all ran.
+    base, changed = ran["pipeline:ablation-base"], ran["pipeline:ablation-last_pooling"]
+    assert base <= every and changed <= every and base | changed == every
+    assert {"clf:rnn_pretrained", "evaluate"} <= base & changed
     assert not list((root / ".dvc/tmp/exps").rglob("mlflow.db"))
 
     run([sys.executable, "-m", "pipeline.studies", "pretraining-budget"], cwd=root)
