@@ -40,6 +40,7 @@ from benchmarks.bench_inference import synthetic_corpus, whole_number  # noqa: E
 from benchmarks.common import REPO, emit, log, median, rounded, timed  # noqa: E402
 from pipeline.batching import Corpus, classifier_batches  # noqa: E402
 from pipeline.config import RuntimeParams, load_params  # noqa: E402
+from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.io import read_json  # noqa: E402
 from pipeline.models import EncoderConfig, RNNClassifier  # noqa: E402
 from pipeline.runtime import setup  # noqa: E402
@@ -54,9 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="batches timed per round (each variant runs the same ones)")
     parser.add_argument("--rounds", type=whole_number(1), default=3, help="A B C rounds")
     parser.add_argument("--epsilon", type=float, default=5.0, help="adversarial_epsilon")
-    parser.add_argument("--data", type=Path, default=REPO / "data" / "vocab",
-                        help="a vocab stage output with train_*.npy (default: data/vocab; "
-                             "synthetic reviews when it has none)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a vocab stage output with train_*.npy (default: data/vocab "
+                             "when a pipeline run made it, else synthetic reviews)")
     parser.add_argument("--synthetic", action="store_true",
                         help="synthetic reviews even when --data has a train split")
     parser.add_argument("--threads", type=whole_number(0, 256), default=2,
@@ -67,12 +68,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; problems with its inputs are one line (exit 1), as in the stages."""
     args = parse_args(argv)
+    try:
+        benchmark(args)
+    except PipelineError as exc:
+        log(f"error: {exc}")
+        return 1
+    return 0
+
+
+def benchmark(args: argparse.Namespace) -> None:
     params = load_params(REPO / "params.yaml")
     runtime = setup(RuntimeParams(device="cpu", threads=args.threads,
                                   precision=params.runtime.precision, seed=params.runtime.seed))
     batch_size, max_len = params.classifier.batch_size, params.classifier.max_len
-    data = args.data
+    data = args.data or REPO / "data" / "vocab"
+    # only the default falls back to synthetic reviews: a folder given must hold the split
+    if args.data is not None and not (data / "train_ids.npy").is_file():
+        raise PipelineError(f"{args.data} has no train_ids.npy: give a vocab stage's output "
+                            "folder (data/vocab), or --synthetic")
     if (data / "train_ids.npy").is_file() and not args.synthetic and not args.quick:
         corpus, source = Corpus.load(data, "train"), f"{data}/train_*.npy"
         vocab = int(read_json(data / "info.json", ("vocab_size",))["vocab_size"])
@@ -161,7 +176,6 @@ def main(argv: list[str] | None = None) -> int:
         "adversarial_cost_is": "project / plain seconds per step (medians)",
         "max_grad_diff": rounded(max_grad_diff),
     })
-    return 0
 
 
 def _gradient_difference(model: nn.Module, batch: tuple, a: Callable[[tuple], None],

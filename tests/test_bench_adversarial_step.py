@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO, run
 
@@ -20,3 +21,14 @@ def test_quick_run_reports_both_steps_with_the_same_gradients() -> None:
     # bf16 autocast rounds differently along the two paths; a missing or doubled half of
     # the gradient would be off by ~50%
     assert record["max_grad_diff"] < 0.02
+
+
+def test_data_without_a_train_split_is_one_line(tmp_path: Path) -> None:
+    """An explicit --data must hold a train split: no silent fall-back to synthetic reviews."""
+    result = run([sys.executable, "benchmarks/bench_adversarial_step.py", "--data",
+                  str(tmp_path), "--threads", "1"], cwd=REPO, check=False, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"[bench] error: {tmp_path} has no train_ids.npy: give a vocab stage's output folder "
+        "(data/vocab), or --synthetic")
+    assert not result.stdout.strip()
