@@ -196,6 +196,9 @@ class RNNClassifierParams(Section):
     # adversarial training (Miyato et al. 2017): also train on word vectors perturbed in the
     # loss-increasing direction, this many RMS embedding entries long per review; 0 = off
     adversarial_epsilon: float = Field(0.0, ge=0.0, le=100.0)
+    # share of the training steps that are adversarial (spread evenly; the others are plain
+    # steps at half the cost): trades its regularization for time
+    adversarial_fraction: float = Field(1.0, gt=0.0, le=1.0)
 
 
 class BagOfEmbeddingsParams(Section):

@@ -86,19 +86,27 @@ def stream_loss(model: LanguageModel, stream: np.ndarray, bptt: int, device: tor
 class ClassifierTask:
     """Length-bucketed, shuffled batches of labeled reviews; selection on valid accuracy.
 
-    ``adversarial_epsilon`` > 0 (RNN classifiers): adversarial training, below."""
+    ``adversarial_epsilon`` > 0 (RNN classifiers): adversarial training, below, on an evenly
+    spread ``adversarial_fraction`` of the steps (1: all of them)."""
 
     def __init__(self, train: Corpus, valid: Corpus, batch_size: int, max_len: int | None,
-                 seed: int, device: torch.device, adversarial_epsilon: float = 0.0) -> None:
+                 seed: int, device: torch.device, adversarial_epsilon: float = 0.0,
+                 adversarial_fraction: float = 1.0) -> None:
         self.train, self.valid = train, valid
         self.batch_size, self.max_len, self.seed, self.device = batch_size, max_len, seed, device
         self.adversarial_epsilon = adversarial_epsilon
+        self.adversarial_fraction = adversarial_fraction
         self.steps_per_epoch = math.ceil(len(train) / batch_size)
+        self.adversarial_step = adversarial_epsilon > 0  # whether the current batch's is
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         rng = np.random.default_rng([self.seed, epoch])  # the same order on every rerun
-        for _, batch in classifier_batches(self.train, self.batch_size, self.max_len, rng,
-                                           start):
+        batches = classifier_batches(self.train, self.batch_size, self.max_len, rng, start)
+        for step, (_, batch) in enumerate(batches, start):
+            # fit takes each batch's loss before asking for the next one; from the step
+            # index alone, so a resumed epoch makes the same choices
+            self.adversarial_step = self.adversarial_epsilon > 0 and \
+                adversarial_on(step, self.adversarial_fraction)
             yield batch
 
     def state_dict(self) -> dict:
@@ -110,7 +118,7 @@ class ClassifierTask:
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...],
              backward: Backward | None = None) -> torch.Tensor:
         tokens, lengths, labels = (t.to(self.device) for t in batch)
-        if self.adversarial_epsilon > 0:
+        if self.adversarial_step:
             return adversarial_loss(model, tokens, lengths, labels, self.adversarial_epsilon,
                                     backward)
         return F.cross_entropy(model(tokens, lengths).float(), labels)
@@ -123,6 +131,12 @@ class ClassifierTask:
         loss = F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), labels).item()
         accuracy = float((probs.argmax(1) == self.valid.labels).mean())
         return {"valid_loss": loss, "valid_accuracy": accuracy}
+
+
+def adversarial_on(step: int, fraction: float) -> bool:
+    """Whether step ``step`` (from 0) of an epoch is adversarial: ``fraction`` of the steps,
+    evenly spread (0.5: every second one, the first plain)."""
+    return math.floor((step + 1) * fraction + 1e-9) > math.floor(step * fraction + 1e-9)
 
 
 def adversarial_loss(model: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor,

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pipeline.config import RuntimeParams
 from pipeline.models import EncoderConfig, RNNClassifier
 from pipeline.runtime import setup
-from pipeline.tasks import ClassifierTask, adversarial_delta, adversarial_loss
+from pipeline.tasks import ClassifierTask, adversarial_delta, adversarial_loss, adversarial_on
 from pipeline.training import fit
 from tests.conftest import REPO, run
 from tests.test_training import keyword_corpus
@@ -120,6 +120,38 @@ def test_epsilon_zero_is_the_plain_loss_and_training_with_it_learns() -> None:
     result = fit(model, task, optimizer, None, runtime, epochs=8, clip=1.0,
                  monitor="valid_accuracy", higher_is_better=True)
     assert result.best["valid_accuracy"] >= 0.85  # label 1 iff token 7 occurs
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5, 0.25, 0.3])
+def test_a_fraction_of_the_steps_is_adversarial_evenly_spread(fraction: float) -> None:
+    chosen = [adversarial_on(step, fraction) for step in range(1000)]
+    assert sum(chosen) == round(1000 * fraction)
+    # evenly spread: any 10 consecutive steps hold 10 x fraction of them, give or take one
+    assert all(abs(sum(chosen[i:i + 10]) - 10 * fraction) < 1 for i in range(990))
+
+
+def test_with_a_fraction_the_other_steps_are_plain_and_a_resumed_epoch_chooses_alike() -> None:
+    runtime = setup(RuntimeParams(device="cpu", threads=1, precision="fp32", seed=0))
+    train, valid = keyword_corpus(128, 0), keyword_corpus(32, 1)
+    model = RNNClassifier(CONFIG, 2).eval()
+    task = ClassifierTask(train, valid, 16, 20, 0, runtime.device, adversarial_epsilon=1.0,
+                          adversarial_fraction=0.5)
+    chosen, losses = [], []
+    for batch in task.batches(1):
+        chosen.append(task.adversarial_step)
+        tokens, lengths, labels = batch
+        plain = F.cross_entropy(model(tokens, lengths), labels)
+        losses.append((task.loss(model, batch), plain))
+    assert chosen == [False, True] * 4
+    for (loss, plain), adversarial in zip(losses, chosen, strict=True):
+        if adversarial:  # the mean with the perturbed loss, which is higher
+            assert loss.item() > plain.item()
+        else:
+            torch.testing.assert_close(loss, plain)
+    resumed = [task.adversarial_step for _ in task.batches(1, start=3)]
+    assert resumed == chosen[3:]
+    off = ClassifierTask(train, valid, 16, 20, 0, runtime.device, adversarial_fraction=0.5)
+    assert not any(off.adversarial_step for _ in off.batches(1))
 
 
 ONE_EPOCH = """

@@ -46,6 +46,8 @@ def test_classifier_seed_defaults_to_the_runtime_seed(tmp_path: Path) -> None:
     (lambda p: p["evaluate"].update(hybrid_with="rnn_scratch"), "evaluate.hybrid_with"),
     (lambda p: p["classifier"]["rnn_scratch"].update(adversarial_epsilon=-1),
      "classifier.rnn_scratch.adversarial_epsilon"),
+    (lambda p: p["classifier"]["rnn_pretrained"].update(adversarial_fraction=0),
+     "classifier.rnn_pretrained.adversarial_fraction"),
     (lambda p: p["pretrain"].update(adaptive_cutoffs=[10000, 2000]), "adaptive_cutoffs"),
     (lambda p: p["fetch"]["mirrors"]["imdb"]["aclImdb_v1.tar.gz"].update(sha256="abc"),
      "fetch.mirrors.imdb.aclImdb_v1.tar.gz.sha256"),

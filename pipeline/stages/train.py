@@ -66,6 +66,14 @@ def settings_of(params: Params, variant: str
     return getattr(params.classifier, "rnn_pretrained" if variant == BACKWARD_VARIANT else variant)
 
 
+def adversarial_settings(settings: RNNClassifierParams | BagOfEmbeddingsParams
+                         | BagOfEmbeddingsLMParams) -> tuple[float, float]:
+    """(epsilon, fraction of steps) of adversarial training; the bags of embeddings have none."""
+    if isinstance(settings, RNNClassifierParams):
+        return settings.adversarial_epsilon, settings.adversarial_fraction
+    return 0.0, 1.0
+
+
 def pretrained_encoder(lm_path: Path, params: Params, vocab_size: int, vocab_sha256: str,
                        direction: str = "forward") -> RNNEncoder:
     """The language model's encoder, checked against the vocabulary and params.yaml's model
@@ -166,7 +174,7 @@ def train_classifier(variant: str, params: Params, info: dict, lm_path: Path, tr
     batch_size = getattr(settings, "batch_size", common.batch_size)
     read_len = None if common.bpt3c else common.max_len  # BPT3C reads whole reviews
     task = ClassifierTask(train, valid, batch_size, read_len, params.classifier_seed,
-                          runtime.device, getattr(settings, "adversarial_epsilon", 0.0))
+                          runtime.device, *adversarial_settings(settings))
     optimizer = adamw(groups, weight_decay=settings.weight_decay)
     scheduler = one_cycle(optimizer, settings.epochs * task.steps_per_epoch)
     result = fit(model, task, optimizer, scheduler, runtime, epochs=settings.epochs,
@@ -196,7 +204,7 @@ def fine_tune_on_labels(trained: Trained, variant: str, params: Params, labeled:
               else [{"params": model.parameters(), "lr": scale * settings.lr}])
     batch_size = getattr(settings, "batch_size", params.classifier.batch_size)
     task = ClassifierTask(labeled, valid, batch_size, trained.read_len, params.classifier_seed,
-                          runtime.device, getattr(settings, "adversarial_epsilon", 0.0))
+                          runtime.device, *adversarial_settings(settings))
     optimizer = adamw(groups, weight_decay=settings.weight_decay)
     epochs = params.self_training.gold_epochs
     result = fit(model, task, optimizer, one_cycle(optimizer, epochs * task.steps_per_epoch),
