@@ -29,7 +29,7 @@ import torch
 # importable as benchmarks.bench_inference too (the tests check its arguments in-process)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import REPO, emit, log, median, rounded, timed  # noqa: E402
+from benchmarks.common import REPO, emit, log, median, rounded, run_benchmark, timed  # noqa: E402
 from pipeline.batching import Corpus, bucket_batches, collate  # noqa: E402
 from pipeline.config import RuntimeParams, load_params  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
@@ -118,13 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; problems with its inputs are one line (exit 1), as in the stages."""
-    args = parse_args(argv)
-    try:
-        benchmark(args)
-    except PipelineError as exc:
-        log(f"error: {exc}")
-        return 1
-    return 0
+    return run_benchmark(benchmark, parse_args(argv))
 
 
 def benchmark(args: argparse.Namespace) -> None:

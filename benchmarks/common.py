@@ -18,12 +18,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import PipelineError
+
 REPO = Path(__file__).resolve().parent.parent  # the project root (benchmarks/..)
 
 
 def log(message: str) -> None:
     """A progress line on stderr (stdout is kept for the one JSON result line)."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def run_benchmark(benchmark: Callable[[Any], None], args: Any) -> int:
+    """``benchmark(args)``; a problem with its inputs (``PipelineError``) is one line on
+    stderr and exit status 1, as in the stages, instead of a traceback."""
+    try:
+        benchmark(args)
+    except PipelineError as exc:
+        log(f"error: {exc}")
+        return 1
+    return 0
 
 
 def median(values: list[float]) -> float:
