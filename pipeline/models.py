@@ -1,8 +1,8 @@
 """The models, in plain PyTorch.
 
 * :class:`RNNEncoder` — embedding -> multi-layer RNN / LSTM / GRU, with AWD-LSTM style
-  embedding dropout (whole words), locked (variational) dropout and weight dropout
-  (DropConnect on the hidden-to-hidden matrices).
+  embedding dropout (whole words), locked (variational) dropout on its input, between its
+  layers and on its output, and weight dropout (DropConnect on the hidden-to-hidden matrices).
 * :class:`LanguageModel` — encoder -> next-word softmax (adaptive, or full with tied weights).
 * :class:`RNNClassifier` — encoder -> concat pooling [last, max, mean] -> linear; a
   ``backward`` one reads each review from its last token to its first (ULMFiT's backward
@@ -15,6 +15,7 @@ Checkpoints are plain dicts (config + state_dict) loadable with ``weights_only=T
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,10 +69,13 @@ class RNNEncoder(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim,
                                       padding_idx=PAD_ID)
-        self.rnn = CELLS[config.cell](
-            config.embedding_dim, config.hidden, num_layers=config.layers, batch_first=True,
-            dropout=config.dropout if config.layers > 1 else 0.0,
-        )
+        # one single-layer RNN per layer, so that the dropout between layers can be locked
+        # (AWD-LSTM): nn.LSTM's own num_layers draws a new mask at every time step, which
+        # also cost ~4% of a CPU LM step to sample
+        self.rnns = nn.ModuleList(
+            CELLS[config.cell](config.embedding_dim if layer == 0 else config.hidden,
+                               config.hidden, batch_first=True)
+            for layer in range(config.layers))
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -101,17 +105,42 @@ class RNNEncoder(nn.Module):
         if embedding_delta is not None:
             x = x + embedding_delta
         x = locked_dropout(x, self.config.input_dropout, self.training)
+        states = []
+        for layer, rnn in enumerate(self.rnns):
+            if layer > 0:
+                x = locked_dropout(x, self.config.dropout, self.training)
+            x, state = self.run_layer(rnn, x, layer_state(hidden, layer))
+            states.append(state)
+        return locked_dropout(x, self.config.dropout, self.training), stack_states(states)
+
+    def run_layer(self, rnn: nn.RNNBase, x: torch.Tensor, hidden: Hidden | None
+                  ) -> tuple[torch.Tensor, Hidden]:
         p = self.config.weight_dropout
         if self.training and p > 0:
             # DropConnect on W_h (AWD-LSTM): one mask per batch, the same at every time step,
             # so the fused RNN kernel still runs; the raw weights receive the gradients
             dropped = {name: F.dropout(weight, p, training=True)
-                       for name, weight in self.rnn.named_parameters()
+                       for name, weight in rnn.named_parameters()
                        if name.startswith("weight_hh")}
-            out, hidden = functional_call(self.rnn, dropped, (x, hidden))
-        else:
-            out, hidden = self.rnn(x, hidden)
-        return locked_dropout(out, self.config.dropout, self.training), hidden
+            return functional_call(rnn, dropped, (x, hidden))
+        return rnn(x, hidden)
+
+
+def layer_state(hidden: Hidden | None, layer: int) -> Hidden | None:
+    """Layer ``layer``'s slice [1, B, H] of a stacked hidden state [layers, B, H] (an LSTM's
+    is a pair)."""
+    if hidden is None:
+        return None
+    if isinstance(hidden, tuple):
+        return tuple(h[layer:layer + 1] for h in hidden)  # type: ignore[return-value]
+    return hidden[layer:layer + 1]
+
+
+def stack_states(states: list[Hidden]) -> Hidden:
+    """The layers' final states stacked as ``nn.LSTM(num_layers=L)`` returns them."""
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat(parts) for parts in zip(*states, strict=True))  # type: ignore[return-value]
+    return torch.cat(states)  # type: ignore[arg-type]
 
 
 def detach(hidden: Hidden) -> Hidden:
@@ -243,8 +272,7 @@ class RNNClassifier(nn.Module):
 
     def layer_groups(self) -> list[list[nn.Parameter]]:
         """Parameters bottom-up: embedding, each RNN layer, head (ULMFiT's layer groups)."""
-        layers = [[p for name, p in self.encoder.rnn.named_parameters()
-                   if name.endswith(f"_l{k}")] for k in range(self.encoder.config.layers)]
+        layers = [list(rnn.parameters()) for rnn in self.encoder.rnns]
         return [list(self.encoder.embedding.parameters()), *layers, list(self.head.parameters())]
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor,
@@ -392,6 +420,23 @@ def read_checkpoint(path: Path) -> dict:
     return blob
 
 
+# encoder.rnn.<name>_l<layer>: one multi-layer RNN module, before the per-layer ones
+OLD_RNN_KEY = re.compile(r"((?:.*\.)?)rnn\.(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)")
+
+
+def per_layer_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state_dict with the keys of checkpoints written before the encoder ran one RNN
+    per layer (``encoder.rnn.weight_hh_l1``) renamed to today's (``encoder.rnns.1.weight_hh_l0``):
+    the same tensors, so those checkpoints still load."""
+    def renamed(key: str) -> str:
+        match = OLD_RNN_KEY.fullmatch(key)
+        if match is None:
+            return key
+        prefix, name, layer = match.groups()
+        return f"{prefix}rnns.{layer}.{name}_l0"
+    return {renamed(key): value for key, value in state.items()}
+
+
 def load_checkpoint(path: Path, expect_kind: str | None = None, vocab_size: int | None = None,
                     vocab_sha256: str | None = None) -> tuple[nn.Module, dict]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``), checked
@@ -418,7 +463,7 @@ def load_checkpoint(path: Path, expect_kind: str | None = None, vocab_size: int 
         )
     model = build_model(kind, config)
     try:
-        model.load_state_dict(blob["state_dict"])
+        model.load_state_dict(per_layer_keys(blob["state_dict"]))
     except RuntimeError as exc:
         raise PipelineError(f"{path} does not match its model config: {exc}") from exc
     return model, blob

@@ -150,6 +150,13 @@ def _load(checkpoint: Checkpointing, model: nn.Module, optimizer: torch.optim.Op
     if state.get("fingerprint") != checkpoint.fingerprint:
         print(f"[checkpoint] {checkpoint.path} is from other settings or data; starting over")
         return None
+    shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    if {key: tuple(value.shape) for key, value in state["model"].items()} != shapes:
+        # same settings, written by another version of the model code: checked before
+        # loading, which would copy the tensors that do fit and then fail
+        print(f"[checkpoint] {checkpoint.path} holds other parameters than this model "
+              "(written by another version); starting over")
+        return None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:

@@ -139,11 +139,11 @@ def test_weight_dropout_drops_recurrent_weights_in_training_only(cell: str) -> N
     dropped, full = model(tokens, lengths), reference(tokens, lengths)
     assert not torch.allclose(dropped, full)
     dropped.sum().backward()
-    grad = model.encoder.rnn.weight_hh_l1.grad
+    grad = model.encoder.rnns[1].weight_hh_l0.grad
     assert grad is not None and grad.abs().sum() > 0
     # DropConnect: the zeroed recurrent weights get no gradient from this batch
     assert (grad == 0).float().mean() > 0.3
-    assert torch.equal(model.encoder.rnn.weight_hh_l0, reference.encoder.rnn.weight_hh_l0)
+    assert torch.equal(model.encoder.rnns[0].weight_hh_l0, reference.encoder.rnns[0].weight_hh_l0)
 
 
 def test_last_state_pooling_uses_the_last_real_step() -> None:
@@ -176,6 +176,73 @@ def test_backward_classifier_reads_each_review_reversed_and_round_trips(tmp_path
     assert loaded.backward
     with torch.no_grad():
         assert torch.allclose(loaded.eval()(tokens, lengths), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_dropout_between_layers_is_locked(cell: str) -> None:
+    """AWD-LSTM's variational dropout between the RNN layers: one mask per sequence, the
+    same at every time step (nn.LSTM's own num_layers dropout draws a new one per step)."""
+    torch.manual_seed(0)
+    encoder = RNNEncoder(EncoderConfig(vocab_size=50, embedding_dim=8, hidden=32, layers=3,
+                                       cell=cell, dropout=0.5, embedding_dropout=0.0,
+                                       input_dropout=0.0)).train()
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for layer in (1, 2):
+        def keep(module: nn.Module, args: tuple, out: tuple, layer: int = layer) -> None:
+            seen[layer] = (args[0], out[0])  # this layer's (dropped) input, its output
+        encoder.rnns[layer].register_forward_hook(keep)
+    out, _ = encoder(torch.randint(3, 50, (4, 12)))
+    for layer in (1, 2):
+        below = encoder.rnns[layer - 1](seen[layer - 1][0])[0] if layer > 1 else None
+        dropped, _ = seen[layer]
+        # the mask over (sequence, unit): zero at every step or at none
+        zero = dropped == 0
+        assert zero.any() and not zero.all()
+        assert torch.equal(zero.all(dim=1), zero.any(dim=1))
+        if below is not None:  # kept units are scaled by 1 / (1 - p)
+            kept = ~zero
+            assert torch.allclose(dropped[kept], 2 * below[kept], atol=1e-5)
+    encoder.eval()
+    with torch.no_grad():  # no dropout in evaluation: the same output twice
+        tokens = torch.randint(3, 50, (2, 5))
+        assert torch.equal(encoder(tokens)[0], encoder(tokens)[0])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_hidden_state_is_stacked_like_a_multi_layer_rnn(cell: str) -> None:
+    """[layers, B, H] (an LSTM's a pair), carried across calls as the LM's BPTT does."""
+    torch.manual_seed(0)
+    config = EncoderConfig(vocab_size=50, embedding_dim=8, hidden=16, layers=3, cell=cell)
+    encoder = RNNEncoder(config).eval()
+    tokens = torch.randint(3, 50, (2, 10))
+    with torch.no_grad():
+        whole, _ = encoder(tokens)
+        first, hidden = encoder(tokens[:, :6])
+        rest, _ = encoder(tokens[:, 6:], hidden)
+    for state in hidden if isinstance(hidden, tuple) else (hidden,):
+        assert state.shape == (3, 2, 16)
+    assert torch.allclose(torch.cat([first, rest], dim=1), whole, atol=1e-6)
+
+
+def test_checkpoints_of_one_multi_layer_rnn_still_load(tmp_path: Path) -> None:
+    """Checkpoints written when the encoder was one nn.LSTM(num_layers=2) (keys
+    encoder.rnn.weight_hh_l1, ...) load into today's per-layer encoder unchanged."""
+    torch.manual_seed(0)
+    model = RNNClassifier(CONFIG, n_classes=2).eval()
+    old = nn.LSTM(CONFIG.embedding_dim, CONFIG.hidden, num_layers=2, batch_first=True)
+    state = {key: value for key, value in model.state_dict().items()
+             if not key.startswith("encoder.rnns.")}
+    state.update({f"encoder.rnn.{key}": value for key, value in old.state_dict().items()})
+    config = {"encoder": encoder_dict(CONFIG), "n_classes": 2, "head_dropout": 0.3}
+    torch.save({"kind": "rnn_classifier", "config": config, "state_dict": state},
+               tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt", "rnn_classifier")[0].eval()
+    assert torch.equal(loaded.encoder.rnns[1].weight_hh_l0, old.weight_hh_l1)
+    tokens = torch.randint(3, 50, (3, 7))
+    with torch.no_grad():  # the same function as the old module computed
+        expected, _ = old(loaded.encoder.embed(tokens))
+        got, _ = loaded.encoder(tokens)
+    assert torch.allclose(got, expected, atol=1e-6)
 
 
 def test_embedding_dropout_drops_whole_word_types() -> None:

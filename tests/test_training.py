@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from pipeline.errors import PipelineError
 from pipeline.models import BagOfEmbeddings
 from pipeline.runtime import setup
 from pipeline.tasks import ClassifierTask, predict_proba
-from pipeline.training import fit, one_cycle
+from pipeline.training import Checkpointing, _load, fit, one_cycle
 
 
 def keyword_corpus(n: int, seed: int) -> Corpus:
@@ -79,3 +81,28 @@ def test_a_diverged_run_stops_with_a_clear_error() -> None:
                                             r"step \d+; lower the learning rate"):
         fit(model, task, optimizer, None, runtime, epochs=2, clip=1.0,
             monitor="valid_accuracy", higher_is_better=True)
+
+
+def test_a_checkpoint_of_another_model_version_is_not_resumed(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture
+                                                              ) -> None:
+    """Same settings and data, so the fingerprint matches, but written by a model whose
+    parameters differ (another version of the code): training starts over, and the new
+    model's initial weights are left untouched (no partial load)."""
+    runtime = setup(RuntimeParams(device="cpu", threads=1, precision="fp32", seed=0))
+    checkpoint = Checkpointing(tmp_path / "bag.pt", every=0, fingerprint="same")
+    task = ClassifierTask(keyword_corpus(64, 0), keyword_corpus(32, 1), 8, 20, 0,
+                          runtime.device)
+
+    first = BagOfEmbeddings(40, 8, 2)
+    fit(first, task, torch.optim.AdamW(first.parameters(), lr=0.01), None, runtime, epochs=1,
+        clip=1.0, monitor="valid_accuracy", higher_is_better=True, checkpoint=checkpoint)
+    assert checkpoint.path.exists()
+    other = BagOfEmbeddings(40, 8, 2)
+    other.out = torch.nn.Linear(8, 3)  # another head: same embedding, other output
+    initial = {key: value.clone() for key, value in other.state_dict().items()}
+    optimizer = torch.optim.AdamW(other.parameters(), lr=0.01)
+    assert _load(checkpoint, other, optimizer, None, torch.amp.GradScaler(enabled=False),
+                 task) is None
+    assert "holds other parameters than this model" in capsys.readouterr().out
+    assert all(torch.equal(value, initial[key]) for key, value in other.state_dict().items())
