@@ -70,8 +70,8 @@ class RNNEncoder(nn.Module):
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim,
                                       padding_idx=PAD_ID)
         # one single-layer RNN per layer, so that the dropout between layers can be locked
-        # (AWD-LSTM): nn.LSTM's own num_layers draws a new mask at every time step, which
-        # also cost ~4% of a CPU LM step to sample
+        # (AWD-LSTM): nn.LSTM's own num_layers draws a new mask at every time step. Same
+        # speed on CPU (benchmarks/README.md): smaller masks, one more kernel call
         self.rnns = nn.ModuleList(
             CELLS[config.cell](config.embedding_dim if layer == 0 else config.hidden,
                                config.hidden, batch_first=True)
