@@ -187,21 +187,19 @@ def test_dropout_between_layers_is_locked(cell: str) -> None:
                                        cell=cell, dropout=0.5, embedding_dropout=0.0,
                                        input_dropout=0.0)).train()
     seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    for layer in (1, 2):
+    for layer in range(3):
         def keep(module: nn.Module, args: tuple, out: tuple, layer: int = layer) -> None:
             seen[layer] = (args[0], out[0])  # this layer's (dropped) input, its output
         encoder.rnns[layer].register_forward_hook(keep)
-    out, _ = encoder(torch.randint(3, 50, (4, 12)))
+    encoder(torch.randint(3, 50, (4, 12)))
     for layer in (1, 2):
-        below = encoder.rnns[layer - 1](seen[layer - 1][0])[0] if layer > 1 else None
-        dropped, _ = seen[layer]
+        dropped, below = seen[layer][0], seen[layer - 1][1]
         # the mask over (sequence, unit): zero at every step or at none
         zero = dropped == 0
         assert zero.any() and not zero.all()
         assert torch.equal(zero.all(dim=1), zero.any(dim=1))
-        if below is not None:  # kept units are scaled by 1 / (1 - p)
-            kept = ~zero
-            assert torch.allclose(dropped[kept], 2 * below[kept], atol=1e-5)
+        kept = ~zero  # scaled by 1 / (1 - p)
+        assert torch.allclose(dropped[kept], 2 * below[kept], atol=1e-5)
     encoder.eval()
     with torch.no_grad():  # no dropout in evaluation: the same output twice
         tokens = torch.randint(3, 50, (2, 5))
