@@ -68,6 +68,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def thread_count(threads: int) -> int:
+    """runtime.threads, or for 0 this machine's cores shared among the processes torchrun
+    started on it: each taking every core oversubscribes them, several times slower."""
+    if threads:
+        return threads
+    return max(1, (os.cpu_count() or 1) // distributed.local_world_size())
+
+
 def setup(params: RuntimeParams) -> Runtime:
     """Seed everything, pick the device and precision, turn on deterministic algorithms."""
     if params.device == "cuda" and not torch.cuda.is_available():
@@ -75,7 +83,7 @@ def setup(params: RuntimeParams) -> Runtime:
     device = torch.device("cuda" if params.device != "cpu" and torch.cuda.is_available()
                           else "cpu")
     device = distributed.init(device)  # joins the process group when launched by torchrun
-    torch.set_num_threads(params.threads or os.cpu_count() or 1)
+    torch.set_num_threads(thread_count(params.threads))
     # tiny RNN activations underflow to denormals, which ran >10x slower on CPU here
     torch.set_flush_denormal(True)
     seed_everything(params.seed)

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.config import RuntimeParams
 from pipeline.errors import PipelineError
-from pipeline.runtime import setup
+from pipeline.runtime import setup, thread_count
 
 
 def test_bf16_on_a_cpu_without_it_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,3 +45,17 @@ def test_setup_turns_on_deterministic_algorithms_without_loading_the_compiler() 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["True", "False", "False"]
+
+
+def test_threads_default_to_the_cores_shared_among_torchruns_processes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With threads 0 every process torchrun started took every core: 2 processes x 2
+    threads on 2 cores, which ran several times slower than 1 thread each."""
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert thread_count(0) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert thread_count(0) == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert thread_count(0) == 1
+    assert thread_count(3) == 3  # an explicit count is kept
