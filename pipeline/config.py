@@ -479,8 +479,11 @@ def _describe(error: ValidationError, path: Path) -> str:
             message = "unknown key (check its spelling and section)"
         elif item["type"] == "missing":
             message = "required key is missing"
-        lines.append(f"  {key}: {message} (got {item.get('input')!r})"
-                     if item["type"] != "missing" else f"  {key}: {message}")
+        # a check across keys gets the whole section (or file) as its input: the message
+        # names the keys, and echoing every setting buried it
+        echo = item["type"] != "missing" and not isinstance(item.get("input"), dict)
+        lines.append(f"  {key}: {message} (got {item.get('input')!r})" if echo
+                     else f"  {key}: {message}")
     return "\n".join(lines)
 
 

@@ -88,6 +88,17 @@ def test_invalid_values_name_the_key(tmp_path: Path, mutate, message: str) -> No
     assert str(path) in str(error.value)
 
 
+def test_a_check_across_keys_does_not_echo_every_setting(tmp_path: Path) -> None:
+    """Its input is the whole file: the message used to end with all of params.yaml."""
+    path = write(tmp_path, lambda p: p["classifier"]["rnn_pretrained"].update(
+        gradual_unfreezing=True, epochs=2))
+    with pytest.raises(PipelineError) as error:
+        load_params(path)
+    message = str(error.value)
+    assert "so with epochs 2 the lowest 2 never train: set epochs to at least 4" in message
+    assert "studies" not in message and len(message) < 500, message
+
+
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="settings file not found"):
         load_params(tmp_path / "nope.yaml")
