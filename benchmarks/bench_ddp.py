@@ -57,6 +57,14 @@ def run_stage(processes: int, module: str, args: list[str], workdir: Path, log_f
                             f"({done.returncode}): {log_file.read_text()[-1500:]}")
 
 
+def figures(tokens_per_s: list[float], train_seconds: list[float]) -> dict:
+    """One side's medians and samples."""
+    return {"lm_tokens_per_s": rounded(median(tokens_per_s)),
+            "lm_samples": [rounded(v) for v in tokens_per_s],
+            "classifier_train_s": rounded(median(train_seconds)),
+            "classifier_samples": [rounded(v) for v in train_seconds]}
+
+
 def benchmark(args: argparse.Namespace) -> None:
     data = args.data.resolve()
     if not (data / "train_ids.npy").is_file():
@@ -94,14 +102,8 @@ def benchmark(args: argparse.Namespace) -> None:
         "command": "python " + " ".join(sys.argv),
         "config": {"processes": args.processes, "rounds": args.rounds, "lm_steps": args.steps,
                    "classifier_examples": args.examples, "data": str(data)},
-        "single_process": {"lm_tokens_per_s": rounded(median(tokens_per_s["A"])),
-                           "lm_samples": [rounded(v) for v in tokens_per_s["A"]],
-                           "classifier_train_s": rounded(median(train_seconds["A"])),
-                           "classifier_samples": [rounded(v) for v in train_seconds["A"]]},
-        "torchrun": {"lm_tokens_per_s": rounded(median(tokens_per_s["B"])),
-                     "lm_samples": [rounded(v) for v in tokens_per_s["B"]],
-                     "classifier_train_s": rounded(median(train_seconds["B"])),
-                     "classifier_samples": [rounded(v) for v in train_seconds["B"]]},
+        "single_process": figures(tokens_per_s["A"], train_seconds["A"]),
+        "torchrun": figures(tokens_per_s["B"], train_seconds["B"]),
         "lm_speedup": rounded(median(tokens_per_s["B"]) / median(tokens_per_s["A"])),
         "classifier_speedup": rounded(median(train_seconds["A"]) / median(train_seconds["B"])),
         "speedup_is": "torchrun / one process, as speed (tokens/s; 1 / training seconds)",
