@@ -23,9 +23,12 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from common import REPO, emit, log, median, rounded, run_benchmark
 
-from pipeline.errors import PipelineError
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.bench_inference import whole_number  # noqa: E402
+from benchmarks.common import REPO, emit, log, median, rounded, run_benchmark  # noqa: E402
+from pipeline.errors import PipelineError  # noqa: E402
 
 
 def bench_params(source: Path, steps: int, examples: int) -> dict:
@@ -44,7 +47,7 @@ def launcher(processes: int) -> list[str]:
             f"--nproc_per_node={processes}", "-m"]
 
 
-def run_stage(processes: int, module: str, args: list[str], workdir: Path, log_file: Path
+def run_trainer(processes: int, module: str, args: list[str], workdir: Path, log_file: Path
               ) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO),
            "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db"}
@@ -82,7 +85,7 @@ def benchmark(args: argparse.Namespace) -> None:
             for side, processes in sides.items():
                 name = f"{side}{round_}"
                 log(f"round {round_}: {side} ({processes} process(es)), language model")
-                run_stage(processes, "pretrain",
+                run_trainer(processes, "pretrain",
                           ["--params", str(params), "--data", str(data),
                            "--out", str(work / f"lm_{name}.pt"),
                            "--metrics", str(work / f"pretrain_{name}.json"),
@@ -92,7 +95,7 @@ def benchmark(args: argparse.Namespace) -> None:
                 tokens_per_s[side].append(summary["tokens_per_second"])
                 log(f"round {round_}: {side} ({processes} process(es)), rnn_pretrained")
                 out = work / f"train_{name}"
-                run_stage(processes, "train",
+                run_trainer(processes, "train",
                           ["rnn_pretrained", "--params", str(params), "--data", str(data),
                            "--lm", str(lm), "--out-dir", str(out), "--reports", str(out)],
                           work, work / f"train_{name}.log")
@@ -116,18 +119,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO / "data" / "vocab",
                         help="a vocab stage's output (default: data/vocab)")
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--processes", type=int, default=2, help="torchrun's processes")
-    parser.add_argument("--rounds", type=int, default=2, help="A B rounds")
-    parser.add_argument("--steps", type=int, default=150, help="language-model steps")
-    parser.add_argument("--examples", type=int, default=4000,
+    parser.add_argument("--processes", type=whole_number(2), default=2,
+                        help="torchrun's processes")
+    parser.add_argument("--rounds", type=whole_number(1), default=2, help="A B rounds")
+    parser.add_argument("--steps", type=whole_number(1), default=150,
+                        help="language-model steps")
+    parser.add_argument("--examples", type=whole_number(1), default=4000,
                         help="labeled reviews of the one fine-tuning epoch")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 round, 4 LM steps, 40 reviews")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.steps, args.examples = 1, 4, 40
-    if args.processes < 2:
-        parser.error("--processes must be at least 2")
     sys.exit(run_benchmark(benchmark, args))
 
 

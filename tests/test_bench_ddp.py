@@ -34,3 +34,10 @@ def test_missing_data_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 1 and not result.stdout
     assert f"{tmp_path}: no train_ids.npy" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argument", [["--steps", "0"], ["--processes", "1"]])
+def test_a_count_out_of_range_is_a_usage_error(tmp_path: Path, argument: list[str]) -> None:
+    result = run([sys.executable, str(REPO / "benchmarks/bench_ddp.py"), *argument],
+                 cwd=tmp_path, check=False, timeout=120)
+    assert result.returncode == 2 and f"argument {argument[0]}: must be at least" in result.stderr
