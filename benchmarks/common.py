@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.timing import usable_cores
 
 REPO = Path(__file__).resolve().parent.parent  # the project root (benchmarks/..)
 
@@ -69,13 +70,6 @@ def cpu_flags() -> set[str]:
     except OSError:
         pass
     return set()
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def machine(describe_torch: bool | None = None) -> dict[str, Any]:

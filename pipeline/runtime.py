@@ -15,6 +15,7 @@ import torch
 from pipeline import distributed
 from pipeline.config import RuntimeParams
 from pipeline.errors import PipelineError
+from pipeline.timing import usable_cores
 
 
 def cpu_has_bf16() -> bool:
@@ -69,11 +70,12 @@ def seed_everything(seed: int) -> None:
 
 
 def thread_count(threads: int) -> int:
-    """runtime.threads, or for 0 this machine's cores shared among the processes torchrun
-    started on it: each taking every core oversubscribes them, several times slower."""
+    """runtime.threads, or for 0 the cores this process may use shared among the processes
+    torchrun started on this machine: each taking every core oversubscribes them, several
+    times slower (as does counting the machine's cores where the affinity allows fewer)."""
     if threads:
         return threads
-    return max(1, (os.cpu_count() or 1) // distributed.local_world_size())
+    return max(1, usable_cores() // distributed.local_world_size())
 
 
 def setup(params: RuntimeParams) -> Runtime:

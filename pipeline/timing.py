@@ -3,7 +3,8 @@ run to run). Each entry: ``{"seconds": ..., "process_seconds": ..., "peak_rss_mb
 ``seconds`` is the stage's own work (its ``main()``), ``process_seconds`` the whole process
 from its start, interpreter start-up and imports included (Linux; what a stage costs in a
 ``dvc repro``); the peak covers the stage's own process and its largest child (e.g. a
-tokenizer worker)."""
+tokenizer worker). Also the cores a process may use, which the stages size their threads and
+workers by."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ import resource
 from pathlib import Path
 
 TIMINGS = Path("reports/timings.json")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity (a container's cpuset, ``taskset``),
+    which can be fewer than the machine has (``os.cpu_count()``); the machine's count where
+    the platform has no affinity (macOS)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def peak_rss_mb() -> float:

@@ -51,7 +51,7 @@ def test_threads_default_to_the_cores_shared_among_torchruns_processes(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """With threads 0 every process torchrun started took every core: 2 processes x 2
     threads on 2 cores, which ran several times slower than 1 thread each."""
-    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert thread_count(0) == 8
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
@@ -59,3 +59,14 @@ def test_threads_default_to_the_cores_shared_among_torchruns_processes(
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
     assert thread_count(0) == 1
     assert thread_count(3) == 3  # an explicit count is kept
+
+
+def test_threads_default_to_the_cores_this_process_may_use_not_the_machines(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container or `taskset` can allow fewer cores than the machine has: one thread per
+    machine core would oversubscribe the allowed ones (the tokenize stage counted these
+    already; the training stages counted the machine's)."""
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert thread_count(0) == 2

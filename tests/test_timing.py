@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.timing import process_age_seconds, read_timings, record_stage_time, summary
+from pipeline.timing import (
+    process_age_seconds,
+    read_timings,
+    record_stage_time,
+    summary,
+    usable_cores,
+)
 from tests.conftest import run
 
 LINUX_PROC = Path("/proc/self/stat").exists()
@@ -24,6 +30,15 @@ def test_process_age_counts_from_the_process_start() -> None:
     time.sleep(0.1)
     second = process_age_seconds()
     assert second is not None and second >= first + 0.05
+
+
+def test_usable_cores_is_the_affinity_or_the_machines_count_without_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {2, 3, 7})
+    assert usable_cores() == 3
+    monkeypatch.delattr("os.sched_getaffinity")  # macOS has none
+    assert usable_cores() == 64
 
 
 def test_record_keeps_both_times_and_never_less_than_the_stage(tmp_path: Path) -> None:

@@ -15,9 +15,14 @@ from pipeline.stages.tokenize import MAX_AUTO_WORKERS, tokenize_split, worker_co
 from pipeline.text import TokenizerPool
 
 
-def test_zero_workers_means_one_per_available_core_at_most_eight() -> None:
+def test_zero_workers_means_one_per_available_core_at_most_eight(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     cores = len(os.sched_getaffinity(0))
     assert worker_count(0) == min(cores, MAX_AUTO_WORKERS) >= 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(32)))
+    assert worker_count(0) == MAX_AUTO_WORKERS
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {5})
+    assert worker_count(0) == 1
     assert worker_count(3) == 3  # an explicit count is kept, even above the core count
     assert TokenizeParams().workers == 0
     with pytest.raises(ValueError, match="workers"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +15,7 @@ from pipeline.config import load_params
 from pipeline.errors import run_stage
 from pipeline.io import atomic_path, read_input, require
 from pipeline.text import TOKEN_LISTS, TokenizerPool
+from pipeline.timing import usable_cores
 
 SCHEMA = pa.schema([("id", pa.string()), ("tokens", TOKEN_LISTS)])
 # Each worker holds spaCy and its chunk cache, ~350 MB on the full IMDB data (8 workers:
@@ -26,7 +26,7 @@ MAX_AUTO_WORKERS = 8
 
 def worker_count(requested: int) -> int:
     """`tokenize.workers`, with 0 meaning one per core this process may run on (at most 8)."""
-    return requested or min(len(os.sched_getaffinity(0)), MAX_AUTO_WORKERS)
+    return requested or min(usable_cores(), MAX_AUTO_WORKERS)
 
 
 def tokenize_split(source: Path, target: Path, pool: TokenizerPool) -> int:
