@@ -102,18 +102,27 @@ class Checkpointing:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     @classmethod
-    def for_stage(cls, name: str, settings: dict, runtime: RuntimeParams, data_info: dict
-                  ) -> Checkpointing:
-        """A training stage's resumable state, valid only for the same settings and data."""
+    def for_stage(cls, name: str, settings: dict, runtime: RuntimeParams, data_info: dict,
+                  inputs: Iterable[Path] = ()) -> Checkpointing:
+        """A training stage's resumable state, valid only for the same settings and data, and
+        the same ``inputs`` files byte for byte (the language model a classifier starts from,
+        a student's pseudo-labels): a fine-tuning killed while it started from one language
+        model must not be resumed by a run that starts from a retrained one."""
         world = distributed.world_size()
         fingerprint = cls.fingerprint_of(
             name, settings, runtime.seed, runtime.precision, data_info,
+            *[file_sha256(path) for path in inputs],
             *([f"world_size={world}"] if world > 1 else []))
         return cls(Path(runtime.checkpoint_dir) / f"{name}.pt", runtime.checkpoint_every,
                    fingerprint)
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _save(checkpoint: Checkpointing, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -148,7 +157,8 @@ def _load(checkpoint: Checkpointing, model: nn.Module, optimizer: torch.optim.Op
         print(f"[checkpoint] ignoring unreadable {checkpoint.path}: {exc}")
         return None
     if state.get("fingerprint") != checkpoint.fingerprint:
-        print(f"[checkpoint] {checkpoint.path} is from other settings or data; starting over")
+        print(f"[checkpoint] {checkpoint.path} is from other settings, data or input files; "
+              "starting over")
         return None
     shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     if {key: tuple(value.shape) for key, value in state["model"].items()} != shapes:

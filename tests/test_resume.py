@@ -40,6 +40,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_archive: Path) -> Pat
 @pytest.mark.parametrize(("module", "args", "output", "metrics"), [
     ("pretrain", [], "models/lm.pt", "reports/pretrain.json"),
     ("train", ["rnn_scratch"], "models/rnn_scratch.pt", "reports/train/rnn_scratch.json"),
+    ("train", ["rnn_pretrained"], "models/rnn_pretrained.pt",
+     "reports/train/rnn_pretrained.json"),  # the language model is part of its fingerprint
 ])
 def test_killed_stage_resumes_to_the_same_result(workdir: Path, module: str, args: list[str],
                                                  output: str, metrics: str) -> None:
@@ -75,7 +77,30 @@ def test_checkpoint_from_other_settings_is_ignored(workdir: Path) -> None:
     params["pretrain"]["lr"] = 0.001
     (workdir / "other.yaml").write_text(yaml.safe_dump(params))
     fresh = stage("pretrain", "--params", "other.yaml", cwd=workdir, env=env)
-    assert "from other settings or data; starting over" in fresh.stdout
+    assert "from other settings, data or input files; starting over" in fresh.stdout
+    assert "resuming from" not in fresh.stdout
+
+
+def test_fine_tuning_checkpoint_from_another_language_model_is_ignored(workdir: Path) -> None:
+    """The settings and data can be the same while the language model is not (retrained with
+    other pretrain settings, or by other code): a fine-tuning killed while it started from
+    the old one must not be resumed with the new one (it was, until 2026-12-05: a
+    `dvc exp run -S pretrain.epochs=6` resumed a classifier of the old language model)."""
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db"}
+    for leftover in (workdir / ".checkpoints").glob("*"):
+        leftover.unlink()
+    stage("pretrain", "--params", "params.yaml", cwd=workdir, env=env)
+    killed = stage("train", "rnn_pretrained", "--params", "params.yaml", cwd=workdir,
+                   check=False, env={**env, KILL_AFTER_STEPS: "3"})
+    assert killed.returncode == -9
+    assert (workdir / ".checkpoints" / "rnn_pretrained.pt").exists()
+
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["pretrain"]["lr"] = 0.001  # another language model; the classifier's settings as before
+    (workdir / "other_lm.yaml").write_text(yaml.safe_dump(params))
+    stage("pretrain", "--params", "other_lm.yaml", cwd=workdir, env=env)
+    fresh = stage("train", "rnn_pretrained", "--params", "params.yaml", cwd=workdir, env=env)
+    assert "from other settings, data or input files; starting over" in fresh.stdout
     assert "resuming from" not in fresh.stdout
 
 

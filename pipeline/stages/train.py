@@ -60,6 +60,10 @@ def architecture(config: EncoderConfig) -> tuple:
     return (config.vocab_size, config.cell, config.embedding_dim, config.hidden, config.layers)
 
 
+# the variants that start from the language model (--lm)
+LM_VARIANTS = ("rnn_pretrained", BACKWARD_VARIANT, "bag_of_embeddings_lm")
+
+
 def settings_of(params: Params, variant: str
                 ) -> RNNClassifierParams | BagOfEmbeddingsParams | BagOfEmbeddingsLMParams:
     """A variant's classifier settings; the backward model is fine-tuned like the forward."""
@@ -283,8 +287,11 @@ def main() -> None:
         sections = (*sections[:-1], "self_training", "runtime")
     model_path = Path(args.out_dir) / f"{variant}.pt"
     curve_path = Path(args.reports) / "curves" / f"{variant}.csv"
+    inputs = [require(Path(args.lm), "language model")] if variant in LM_VARIANTS else []
+    if student:
+        inputs.append(Path(args.pseudo_labels))
     checkpoint = Checkpointing.for_stage(  # all sections but runtime
-        name, flatten(params, sections[:-1]), params.runtime, info)
+        name, flatten(params, sections[:-1]), params.runtime, info, inputs)
 
     gold_epochs = params.self_training.gold_epochs if student else 0
 
