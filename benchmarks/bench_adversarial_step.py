@@ -36,8 +36,17 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_inference import synthetic_corpus, whole_number  # noqa: E402
-from benchmarks.common import REPO, emit, log, median, rounded, run_benchmark, timed  # noqa: E402
+from benchmarks.bench_inference import synthetic_corpus  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    emit,
+    log,
+    median,
+    rounded,
+    run_benchmark,
+    timed,
+    whole_number,
+)
 from pipeline.batching import Corpus, classifier_batches  # noqa: E402
 from pipeline.config import RuntimeParams, load_params  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402

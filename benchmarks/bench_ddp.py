@@ -26,8 +26,15 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_inference import whole_number  # noqa: E402
-from benchmarks.common import REPO, emit, log, median, rounded, run_benchmark  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    emit,
+    log,
+    median,
+    rounded,
+    run_benchmark,
+    whole_number,
+)
 from pipeline.errors import PipelineError  # noqa: E402
 
 
@@ -48,7 +55,7 @@ def launcher(processes: int) -> list[str]:
 
 
 def run_trainer(processes: int, module: str, args: list[str], workdir: Path, log_file: Path
-              ) -> None:
+                ) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO),
            "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db"}
     with log_file.open("w") as out:
@@ -86,19 +93,19 @@ def benchmark(args: argparse.Namespace) -> None:
                 name = f"{side}{round_}"
                 log(f"round {round_}: {side} ({processes} process(es)), language model")
                 run_trainer(processes, "pretrain",
-                          ["--params", str(params), "--data", str(data),
-                           "--out", str(work / f"lm_{name}.pt"),
-                           "--metrics", str(work / f"pretrain_{name}.json"),
-                           "--curve", str(work / f"pretrain_{name}.csv")],
-                          work, work / f"pretrain_{name}.log")
+                            ["--params", str(params), "--data", str(data),
+                             "--out", str(work / f"lm_{name}.pt"),
+                             "--metrics", str(work / f"pretrain_{name}.json"),
+                             "--curve", str(work / f"pretrain_{name}.csv")],
+                            work, work / f"pretrain_{name}.log")
                 summary = json.loads((work / f"pretrain_{name}.json").read_text())
                 tokens_per_s[side].append(summary["tokens_per_second"])
                 log(f"round {round_}: {side} ({processes} process(es)), rnn_pretrained")
                 out = work / f"train_{name}"
                 run_trainer(processes, "train",
-                          ["rnn_pretrained", "--params", str(params), "--data", str(data),
-                           "--lm", str(lm), "--out-dir", str(out), "--reports", str(out)],
-                          work, work / f"train_{name}.log")
+                            ["rnn_pretrained", "--params", str(params), "--data", str(data),
+                             "--lm", str(lm), "--out-dir", str(out), "--reports", str(out)],
+                            work, work / f"train_{name}.log")
                 summary = json.loads((out / "train" / "rnn_pretrained.json").read_text())
                 train_seconds[side].append(summary["train_seconds"])
     result = {

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,16 @@ import torch
 # importable as benchmarks.bench_inference too (the tests check its arguments in-process)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import REPO, emit, log, median, rounded, run_benchmark, timed  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    REPO,
+    emit,
+    log,
+    median,
+    rounded,
+    run_benchmark,
+    timed,
+    whole_number,
+)
 from pipeline.batching import Corpus, bucket_batches, collate  # noqa: E402
 from pipeline.config import RuntimeParams, load_params  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
@@ -73,22 +81,6 @@ def unbucketed_proba(model: torch.nn.Module, corpus: Corpus, batch_size: int,
 def padded_tokens(lengths: np.ndarray, batches: list[np.ndarray]) -> int:
     """Token positions the RNN runs over: each batch is as long as its longest review."""
     return int(sum(len(b) * lengths[b].max() for b in batches))
-
-
-def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    """An argparse type: an int in [minimum, maximum], else argparse's one-line usage error
-    (0 reviews, batches or repeats used to fail deep inside with a traceback)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            bounds = f"at least {minimum}" if maximum is None else f"{minimum} to {maximum}"
-            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
-        return value
-
-    return parse
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -6,6 +6,7 @@ in the same run, and their ratio); progress and human-readable notes go to stder
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import json
@@ -133,3 +134,19 @@ def rounded(value: float, digits: int = 3) -> float:
     if value == 0 or value != value:  # zero or NaN
         return value
     return float(f"{value:.{digits}g}")
+
+
+def whole_number(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an int in [minimum, maximum], else argparse's one-line usage error
+    (0 reviews, batches or repeats used to fail deep inside with a traceback)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f"at least {minimum}" if maximum is None else f"{minimum} to {maximum}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
