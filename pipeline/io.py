@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -115,3 +116,9 @@ def read_input(path: str | Path, what: str, read: Callable[[Path], T]) -> T:
     except (ValueError, OSError, EOFError) as exc:
         raise PipelineError(f"{what} {path} is damaged or unreadable ({exc}); delete it and "
                             "run the stage that writes it again (dvc repro)") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's sha256, hex (read in chunks: archives of hundreds of MB, model files)."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from pipeline import distributed
 from pipeline.config import RuntimeParams
 from pipeline.errors import PipelineError
+from pipeline.io import file_sha256
 from pipeline.runtime import Runtime, release_free_memory
 
 TRIM_EVERY = 50  # optimizer steps between handing freed memory back to the OS
@@ -118,11 +119,6 @@ class Checkpointing:
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _save(checkpoint: Checkpointing, model: nn.Module, optimizer: torch.optim.Optimizer,

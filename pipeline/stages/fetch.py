@@ -28,19 +28,15 @@ from pipeline.datasets import (
     own_files_layout,
 )
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path, file_sha256, write_json
 
 
 def download_cache() -> Path:
     return Path(os.environ.get("PIPELINE_CACHE_DIR") or pooch.os_cache("rnn-pretrain-pipeline"))
 
 
-def sha256_of(path: Path) -> str:
-    return pooch.file_hash(str(path), alg="sha256")
-
-
 def from_mirror(source: SourceFile, path: Path, sha256: str, dest: Path) -> str:
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if actual != sha256.lower():
         raise PipelineError(
             f"checksum mismatch for local copy {path}: sha256 is {actual}, "
@@ -111,7 +107,7 @@ def copy_own_files(settings: FilesParams, staging: Path) -> dict:
             raise PipelineError(f"data.files.{key}: cannot read {entry['origin']}: "
                                 f"{exc.strerror or exc}") from None
         provenance[entry["name"]] = {"origin": entry["origin"],
-                                     "checksum": f"sha256:{sha256_of(staging / entry['name'])}"}
+                                     "checksum": f"sha256:{file_sha256(staging / entry['name'])}"}
     write_json(staging / OWN_FILES_MANIFEST, layout)
     return provenance
 

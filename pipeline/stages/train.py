@@ -29,6 +29,7 @@ from pipeline.artifacts import VOCAB_INFO_KEYS
 from pipeline.batching import Corpus
 from pipeline.config import (
     BACKWARD_VARIANT,
+    LANGUAGE_MODEL_OF,
     SELF_TRAINED,
     VARIANTS,
     BagOfEmbeddingsLMParams,
@@ -58,10 +59,6 @@ from pipeline.training import Checkpointing, FitResult, adamw, fit, one_cycle
 def architecture(config: EncoderConfig) -> tuple:
     """What must match between the LM and the classifier (dropouts may differ)."""
     return (config.vocab_size, config.cell, config.embedding_dim, config.hidden, config.layers)
-
-
-# the variants that start from the language model (--lm)
-LM_VARIANTS = ("rnn_pretrained", BACKWARD_VARIANT, "bag_of_embeddings_lm")
 
 
 def settings_of(params: Params, variant: str
@@ -287,7 +284,7 @@ def main() -> None:
         sections = (*sections[:-1], "self_training", "runtime")
     model_path = Path(args.out_dir) / f"{variant}.pt"
     curve_path = Path(args.reports) / "curves" / f"{variant}.csv"
-    inputs = [require(Path(args.lm), "language model")] if variant in LM_VARIANTS else []
+    inputs = [require(Path(args.lm), "language model")] if variant in LANGUAGE_MODEL_OF else []
     if student:
         inputs.append(Path(args.pseudo_labels))
     checkpoint = Checkpointing.for_stage(  # all sections but runtime
