@@ -74,14 +74,21 @@ class Corpus:
 
     @staticmethod
     def concat(first: Corpus, second: Corpus) -> Corpus:
-        """The documents of ``first``, then those of ``second`` (both labeled), in memory."""
-        if first.labels is None or second.labels is None:
-            raise PipelineError("Corpus.concat needs two labeled corpora")
+        """The documents of ``first``, then those of ``second``, in memory: both labeled, or
+        both text alone (:meth:`text`)."""
+        if (first.labels is None) != (second.labels is None):
+            raise PipelineError("Corpus.concat needs two labeled corpora or two unlabeled ones")
         ids = np.concatenate([np.asarray(first.ids[: first.offsets[-1]]),
                               np.asarray(second.ids[: second.offsets[-1]])])
         offsets = np.concatenate([first.offsets, first.offsets[-1] + second.offsets[1:]])
-        labels = np.concatenate([first.labels, second.labels.astype(first.labels.dtype)])
-        return Corpus(ids, offsets.astype(first.offsets.dtype), labels)
+        labels = None if first.labels is None or second.labels is None else np.concatenate(
+            [first.labels, second.labels.astype(first.labels.dtype)])
+        dtype = np.result_type(first.offsets.dtype, second.offsets.dtype)
+        return Corpus(ids, offsets.astype(dtype), labels)
+
+    def text(self) -> Corpus:
+        """The same documents without their labels (text for semi-supervised training)."""
+        return Corpus(self.ids, self.offsets, None)
 
     def labeled_sample(self, count: int | None, seed: int) -> Corpus:
         """A stratified random sample of ``count`` labeled documents (all when None).

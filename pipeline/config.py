@@ -199,6 +199,13 @@ class RNNClassifierParams(Section):
     # share of the training steps that are adversarial (spread evenly; the others are plain
     # steps at half the cost): trades its regularization for time
     adversarial_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    # virtual adversarial training (Miyato et al. 2017), semi-supervised: every step also
+    # takes virtual_adversarial_batch_size reviews of text alone (the unlabeled split and
+    # the train split), finds the perturbation of their word vectors, this many RMS
+    # embedding entries long, that changes the model's predictions most, and trains the
+    # predictions to stay put under it; 0 = off. For few-label runs (README)
+    virtual_adversarial_epsilon: float = Field(0.0, ge=0.0, le=100.0)
+    virtual_adversarial_batch_size: int = Field(96, gt=0)
 
 
 class BagOfEmbeddingsParams(Section):

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.batching import BPTTBatches, Corpus, classifier_batches
+from pipeline import distributed
+from pipeline.batching import BPTTBatches, Corpus, bucket_batches, classifier_batches, collate
 from pipeline.models import Hidden, LanguageModel, RNNClassifier, detach, to_device
 from pipeline.runtime import Runtime
 
@@ -87,26 +88,40 @@ class ClassifierTask:
     """Length-bucketed, shuffled batches of labeled reviews; selection on valid accuracy.
 
     ``adversarial_epsilon`` > 0 (RNN classifiers): adversarial training, below, on an evenly
-    spread ``adversarial_fraction`` of the steps (1: all of them)."""
+    spread ``adversarial_fraction`` of the steps (1: all of them). ``unlabeled`` text and
+    ``virtual_epsilon`` > 0: every step also takes ``virtual_batch_size`` of its documents
+    (length-bucketed, a new order each epoch) for virtual adversarial training, below."""
 
     def __init__(self, train: Corpus, valid: Corpus, batch_size: int, max_len: int | None,
                  seed: int, device: torch.device, adversarial_epsilon: float = 0.0,
-                 adversarial_fraction: float = 1.0) -> None:
+                 adversarial_fraction: float = 1.0, unlabeled: Corpus | None = None,
+                 virtual_epsilon: float = 0.0, virtual_batch_size: int = 96) -> None:
         self.train, self.valid = train, valid
         self.batch_size, self.max_len, self.seed, self.device = batch_size, max_len, seed, device
         self.adversarial_epsilon = adversarial_epsilon
         self.adversarial_fraction = adversarial_fraction
         self.steps_per_epoch = math.ceil(len(train) / batch_size)
         self.adversarial_step = adversarial_epsilon > 0  # whether the current batch's is
+        self.unlabeled = unlabeled if virtual_epsilon > 0 and unlabeled else None
+        self.virtual_epsilon, self.virtual_batch_size = virtual_epsilon, virtual_batch_size
+        self.unlabeled_batches: list[np.ndarray] = []
+        self.epoch = self.step = self.rows = 0  # the current batch's, and its rows (all ranks')
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         rng = np.random.default_rng([self.seed, epoch])  # the same order on every rerun
         batches = classifier_batches(self.train, self.batch_size, self.max_len, rng, start)
+        if self.unlabeled is not None:  # their own stream, also from (seed, epoch) alone
+            lengths = self.unlabeled.lengths
+            if self.max_len is not None:
+                lengths = np.minimum(lengths, self.max_len)
+            self.unlabeled_batches = bucket_batches(
+                lengths, self.virtual_batch_size, np.random.default_rng([self.seed, epoch, 1]))
         for step, (_, batch) in enumerate(batches, start):
             # fit takes each batch's loss before asking for the next one; from the step
             # index alone, so a resumed epoch makes the same choices
             self.adversarial_step = self.adversarial_epsilon > 0 and \
                 adversarial_on(step, self.adversarial_fraction)
+            self.epoch, self.step, self.rows = epoch, step, len(batch[0])
             yield batch
 
     def state_dict(self) -> dict:
@@ -118,10 +133,42 @@ class ClassifierTask:
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, ...],
              backward: Backward | None = None) -> torch.Tensor:
         tokens, lengths, labels = (t.to(self.device) for t in batch)
+        # first, so that under torchrun its local backward, like adversarial training's
+        # clean one, comes before the backward through the DDP wrapper that reduces them all
+        virtual = None if self.unlabeled is None else self.virtual_loss(model, len(labels),
+                                                                         backward)
         if self.adversarial_step:
-            return adversarial_loss(model, tokens, lengths, labels, self.adversarial_epsilon,
+            loss = adversarial_loss(model, tokens, lengths, labels, self.adversarial_epsilon,
                                     backward)
-        return F.cross_entropy(model(tokens, lengths).float(), labels)
+        else:
+            loss = F.cross_entropy(model(tokens, lengths).float(), labels)
+        return loss if virtual is None else loss + virtual
+
+    def virtual_loss(self, model: nn.Module, shard_rows: int, backward: Backward | None
+                     ) -> torch.Tensor | None:
+        """The current step's virtual adversarial loss on its batch of unlabeled text, weighted
+        so that :func:`~pipeline.training.fit`, which weights the step by this rank's share of
+        the labeled batch, gives it the unlabeled batch's mean gradient over all ranks.
+        Back-propagated at once with ``backward``, as adversarial training's clean half."""
+        module: RNNClassifier = getattr(model, "module", model)
+        indices = self.unlabeled_batches[self.step % len(self.unlabeled_batches)]
+        tokens, lengths, _ = collate(self.unlabeled, indices, self.max_len)
+        # the random start of the search, per review: the same whatever the ranks, and on a
+        # resumed run
+        generator = torch.Generator().manual_seed(
+            int(np.random.default_rng([self.seed, self.epoch, self.step, 2]).integers(2 ** 62)))
+        noise = torch.randn(len(indices), module.gradient_steps(tokens.size(1)),
+                            module.encoder.config.embedding_dim, generator=generator)
+        part = distributed.shard((tokens, lengths, noise), len(indices))
+        if part is None:  # fewer reviews than processes
+            return None
+        tokens, lengths, noise = (t.to(self.device) for t in part)
+        loss = virtual_adversarial_loss(module, tokens, lengths, self.virtual_epsilon, noise)
+        loss = loss * (len(tokens) / len(indices)) / (shard_rows / self.rows)
+        if backward is None:
+            return loss
+        backward(loss)
+        return loss.detach()
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         # inference batches need no gradients: large ones whatever the training batch size
@@ -131,6 +178,39 @@ class ClassifierTask:
         loss = F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), labels).item()
         accuracy = float((probs.argmax(1) == self.valid.labels).mean())
         return {"valid_loss": loss, "valid_accuracy": accuracy}
+
+
+def virtual_adversarial_loss(model: RNNClassifier, tokens: torch.Tensor, lengths: torch.Tensor,
+                             epsilon: float, noise: torch.Tensor, xi: float = 0.1
+                             ) -> torch.Tensor:
+    """Virtual adversarial training (Miyato, Dai & Goodfellow 2017), for text without labels:
+    KL(p || p'), p the model's class probabilities for the reviews (a constant) and p' those
+    with the word vectors moved by the perturbation ``epsilon`` RMS embedding entries long
+    (scaled as in :func:`adversarial_delta`) that increases it most. That direction is
+    found by one power iteration from ``noise`` [B, :meth:`~RNNClassifier.gradient_steps`,
+    embedding_dim]: the gradient of the KL at a perturbation ``xi`` long in the noise's
+    direction (their 0.1 on normalized embeddings). Padding gets none."""
+    with torch.no_grad():
+        target = F.log_softmax(model(tokens, lengths).float(), dim=-1)
+    scale = model.encoder.embedding.weight.detach().float().pow(2).mean().sqrt()
+    first = tokens.size(1) - noise.size(1)  # the steps before get no gradients (BPT3C)
+    real = torch.arange(noise.size(1), device=tokens.device) + first < lengths[:, None]
+    probe = unit_per_review(noise * real[:, :, None]) * (xi * scale)
+    probe.requires_grad_(True)
+    (grad,) = torch.autograd.grad(divergence(model(tokens, lengths, probe), target), probe)
+    grad = torch.nan_to_num(grad.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    return divergence(model(tokens, lengths, unit_per_review(grad) * (epsilon * scale)), target)
+
+
+def divergence(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of KL(target || softmax(logits)), ``target`` as log-probabilities."""
+    return F.kl_div(F.log_softmax(logits.float(), dim=-1), target, log_target=True,
+                    reduction="batchmean")
+
+
+def unit_per_review(vectors: torch.Tensor) -> torch.Tensor:
+    """[B, T, E] scaled to an L2 norm of 1 per review (over all its steps)."""
+    return vectors / vectors.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
 
 
 def adversarial_on(step: int, fraction: float) -> bool:

@@ -133,3 +133,18 @@ def test_labeled_sample_keeps_a_class_too_rare_to_stratify() -> None:
         sample = corpus.labeled_sample(6, seed)
         assert len(sample) == 6 and sorted(np.unique(sample.labels)) == [0, 1, 2]
         assert len(np.unique(sample.ids)) == 6  # six different documents
+
+
+def test_concat_joins_two_labeled_or_two_unlabeled_corpora_but_not_one_of_each() -> None:
+    first = corpus([[1, 2, 3], [4]], labels=[0, 1])
+    second = corpus([[5, 6], [7, 8, 9], [10]], labels=[1, 1, 0])
+    both = Corpus.concat(first, second)
+    assert [both.ids[a:b].tolist() for a, b in zip(both.offsets[:-1], both.offsets[1:],
+                                                   strict=True)] == [
+        [1, 2, 3], [4], [5, 6], [7, 8, 9], [10]]
+    assert both.labels.tolist() == [0, 1, 1, 1, 0]
+    text = Corpus.concat(first.text(), second.text())
+    assert text.labels is None and text.offsets.tolist() == both.offsets.tolist()
+    assert first.text().ids is first.ids  # no copy
+    with pytest.raises(PipelineError, match="two labeled corpora or two unlabeled"):
+        Corpus.concat(first, second.text())

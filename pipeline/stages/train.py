@@ -75,6 +75,21 @@ def adversarial_settings(settings: RNNClassifierParams | BagOfEmbeddingsParams
     return 0.0, 1.0
 
 
+def virtual_adversarial_settings(settings: RNNClassifierParams | BagOfEmbeddingsParams
+                                 | BagOfEmbeddingsLMParams) -> tuple[float, int]:
+    """(epsilon, unlabeled reviews per step) of virtual adversarial training; 0: off, as for
+    the bags of embeddings."""
+    if isinstance(settings, RNNClassifierParams):
+        return settings.virtual_adversarial_epsilon, settings.virtual_adversarial_batch_size
+    return 0.0, 1
+
+
+def text_alone(data_dir: Path) -> Corpus:
+    """Virtual adversarial training's reviews: the unlabeled split and the train split (all of
+    it, whatever ``classifier.train_examples``), their labels left out."""
+    return Corpus.concat(Corpus.load(data_dir, "unlabeled"), Corpus.load(data_dir, "train").text())
+
+
 def pretrained_encoder(lm_path: Path, params: Params, vocab_size: int, vocab_sha256: str,
                        direction: str = "forward") -> RNNEncoder:
     """The language model's encoder, checked against the vocabulary and params.yaml's model
@@ -163,9 +178,12 @@ class Trained:
 def train_classifier(variant: str, params: Params, info: dict, lm_path: Path, train: Corpus,
                      valid: Corpus, runtime: Runtime, desc: str,
                      on_epoch: Callable[[int, dict], None] | None = None,
-                     checkpoint: Checkpointing | None = None) -> Trained:
+                     checkpoint: Checkpointing | None = None,
+                     unlabeled: Corpus | None = None) -> Trained:
     """``variant`` built by :func:`build` and trained with the shared loop: AdamW, one-cycle
-    schedule, early stopping on valid accuracy (the best epoch's weights are kept)."""
+    schedule, early stopping on valid accuracy (the best epoch's weights are kept).
+    ``unlabeled``: text for virtual adversarial training, where the variant's settings ask
+    for it."""
     torch.manual_seed(params.classifier_seed)
     model, kind, config, groups = build(variant, params, info["vocab_size"],
                                         info["vocab_sha256"], len(info["label_names"]), lm_path)
@@ -175,7 +193,8 @@ def train_classifier(variant: str, params: Params, info: dict, lm_path: Path, tr
     batch_size = getattr(settings, "batch_size", common.batch_size)
     read_len = None if common.bpt3c else common.max_len  # BPT3C reads whole reviews
     task = ClassifierTask(train, valid, batch_size, read_len, params.classifier_seed,
-                          runtime.device, *adversarial_settings(settings))
+                          runtime.device, *adversarial_settings(settings), unlabeled,
+                          *virtual_adversarial_settings(settings))
     optimizer = adamw(groups, weight_decay=settings.weight_decay)
     scheduler = one_cycle(optimizer, settings.epochs * task.steps_per_epoch)
     result = fit(model, task, optimizer, scheduler, runtime, epochs=settings.epochs,
@@ -291,11 +310,17 @@ def main() -> None:
         name, flatten(params, sections[:-1]), params.runtime, info, inputs)
 
     gold_epochs = params.self_training.gold_epochs if student else 0
+    unlabeled = None  # read only when used (~20 M token ids)
+    if virtual_adversarial_settings(settings_of(params, variant))[0] > 0:
+        unlabeled = text_alone(data_dir)
+        if distributed.is_main():
+            print(f"[{name}] virtual adversarial training on {len(unlabeled):,} reviews of text "
+                  "alone (the unlabeled and train splits)")
 
     def train_model(on_epoch: Callable[[int, dict], None] | None,
                     on_gold_epoch: Callable[[int, dict], None] | None) -> tuple[Trained, dict]:
         trained = train_classifier(variant, params, info, Path(args.lm), train, valid, runtime,
-                                   name, on_epoch, checkpoint)
+                                   name, on_epoch, checkpoint, unlabeled)
         gold = {} if not gold_epochs else fine_tune_on_labels(
             trained, variant, own_params, labeled, valid, runtime, f"{name} (labeled only)",
             on_gold_epoch)
