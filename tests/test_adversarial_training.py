@@ -170,8 +170,7 @@ torch.manual_seed(0)
 config = EncoderConfig(vocab_size=40, embedding_dim=16, hidden=16, layers=2, dropout=0.0,
                        embedding_dropout=0.0, input_dropout=0.0)
 model = RNNClassifier(config, 2, head_dropout=0.0)
-task = ClassifierTask(keyword_corpus(128, 0), keyword_corpus(32, 1), 16, 20, 0,
-                      runtime.device, adversarial_epsilon=float(sys.argv[1]))
+TASK
 fit(model, task, torch.optim.SGD(model.parameters(), lr=0.1), None, runtime, epochs=1,
     clip=100.0, monitor="valid_accuracy", higher_is_better=True)
 if distributed.is_main():
@@ -179,21 +178,30 @@ if distributed.is_main():
 """
 
 
-@pytest.mark.slow
-def test_under_torchrun_it_matches_one_process(tmp_path: Path) -> None:
-    """The clean pass bypasses the DDP wrapper; every gradient must still be reduced once."""
-    script = tmp_path / "one_epoch.py"
-    script.write_text(ONE_EPOCH)
+def assert_torchrun_matches_one_process(tmp_path: Path, script: str, epsilon: str) -> None:
+    """``script`` (ONE_EPOCH with its TASK filled in; argv: epsilon, output file) trains an
+    RNN classifier one epoch: under ``torchrun`` with two
+    processes, alone, and alone with epsilon 0. The first two must give the same weights,
+    the third other ones (so that epsilon did something)."""
+    path = tmp_path / "one_epoch.py"
+    path.write_text(script)
     env = {"PYTHONPATH": str(REPO)}
     for launcher, out in ((["--nproc_per_node=2"], "two.pt"), (None, "one.pt"),
                           (None, "plain.pt")):
-        epsilon = "0" if out == "plain.pt" else "1.0"
         prefix = (["-m", "torch.distributed.run", "--standalone", *launcher] if launcher
                   else [])
-        run([sys.executable, *prefix, str(script), epsilon, str(tmp_path / out)], cwd=REPO,
-            env=env, timeout=180)
+        run([sys.executable, *prefix, str(path), "0" if out == "plain.pt" else epsilon,
+             str(tmp_path / out)], cwd=REPO, env=env, timeout=180)
     one, two, plain = (torch.load(tmp_path / f, weights_only=True)
                        for f in ("one.pt", "two.pt", "plain.pt"))
     for name, tensor in one.items():
         torch.testing.assert_close(two[name], tensor, rtol=1e-4, atol=1e-6)
     assert max((one[k] - plain[k]).abs().max() for k in one) > 1e-5  # epsilon changed them
+
+
+@pytest.mark.slow
+def test_under_torchrun_it_matches_one_process(tmp_path: Path) -> None:
+    """The clean pass bypasses the DDP wrapper; every gradient must still be reduced once."""
+    task = """task = ClassifierTask(keyword_corpus(128, 0), keyword_corpus(32, 1), 16, 20, 0,
+                      runtime.device, adversarial_epsilon=float(sys.argv[1]))"""
+    assert_torchrun_matches_one_process(tmp_path, ONE_EPOCH.replace("TASK", task), "1.0")

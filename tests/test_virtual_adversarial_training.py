@@ -5,7 +5,6 @@ the train stage reading the unlabeled text."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,12 @@ from pipeline.tasks import (
     virtual_adversarial_loss,
 )
 from pipeline.training import fit
-from tests.conftest import REPO, run, stage, tiny_params
-from tests.test_adversarial_training import padded_batch
+from tests.conftest import stage, tiny_params
+from tests.test_adversarial_training import (
+    ONE_EPOCH,
+    assert_torchrun_matches_one_process,
+    padded_batch,
+)
 from tests.test_resume import prepare_inputs, same_weights
 from tests.test_training import keyword_corpus
 
@@ -125,51 +128,16 @@ def test_training_with_it_learns() -> None:
     assert result.best["valid_accuracy"] >= 0.85  # label 1 iff token 7 occurs
 
 
-ONE_EPOCH = """
-import sys
-import torch
-from pipeline import distributed
-from pipeline.config import RuntimeParams
-from pipeline.models import EncoderConfig, RNNClassifier
-from pipeline.runtime import setup
-from pipeline.tasks import ClassifierTask
-from pipeline.training import fit
-from tests.test_training import keyword_corpus
-
-runtime = setup(RuntimeParams(device="cpu", threads=1, precision="fp32", seed=0))
-torch.manual_seed(0)
-config = EncoderConfig(vocab_size=40, embedding_dim=16, hidden=16, layers=2, dropout=0.0,
-                       embedding_dropout=0.0, input_dropout=0.0)
-model = RNNClassifier(config, 2, head_dropout=0.0)
 # 120 labeled reviews in batches of 16 (the last of 8), text in batches of 7 (shards of 4
 # and 3): the weighting must make each step the whole batches' mean gradient
-task = ClassifierTask(keyword_corpus(120, 0), keyword_corpus(32, 1), 16, 20, 0,
+TASK = """task = ClassifierTask(keyword_corpus(120, 0), keyword_corpus(32, 1), 16, 20, 0,
                       runtime.device, unlabeled=keyword_corpus(100, 5).text(),
-                      virtual_epsilon=float(sys.argv[1]), virtual_batch_size=7)
-fit(model, task, torch.optim.SGD(model.parameters(), lr=0.1), None, runtime, epochs=1,
-    clip=100.0, monitor="valid_accuracy", higher_is_better=True)
-if distributed.is_main():
-    torch.save(model.state_dict(), sys.argv[2])
-"""
+                      virtual_epsilon=float(sys.argv[1]), virtual_batch_size=7)"""
 
 
 @pytest.mark.slow
 def test_under_torchrun_it_matches_one_process(tmp_path: Path) -> None:
-    script = tmp_path / "one_epoch.py"
-    script.write_text(ONE_EPOCH)
-    env = {"PYTHONPATH": str(REPO)}
-    for launcher, out in ((["--nproc_per_node=2"], "two.pt"), (None, "one.pt"),
-                          (None, "plain.pt")):
-        epsilon = "0" if out == "plain.pt" else "2.0"
-        prefix = (["-m", "torch.distributed.run", "--standalone", *launcher] if launcher
-                  else [])
-        run([sys.executable, *prefix, str(script), epsilon, str(tmp_path / out)], cwd=REPO,
-            env=env, timeout=180)
-    one, two, plain = (torch.load(tmp_path / f, weights_only=True)
-                       for f in ("one.pt", "two.pt", "plain.pt"))
-    for name, tensor in one.items():
-        torch.testing.assert_close(two[name], tensor, rtol=1e-4, atol=1e-6)
-    assert max((one[k] - plain[k]).abs().max() for k in one) > 1e-5  # epsilon changed them
+    assert_torchrun_matches_one_process(tmp_path, ONE_EPOCH.replace("TASK", TASK), "2.0")
 
 
 def test_the_train_stage_reads_the_unlabeled_and_train_text(tmp_path: Path,
