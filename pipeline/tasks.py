@@ -192,14 +192,14 @@ def virtual_adversarial_loss(model: RNNClassifier, tokens: torch.Tensor, lengths
     direction (their 0.1 on normalized embeddings). Padding gets none."""
     with torch.no_grad():
         target = F.log_softmax(model(tokens, lengths).float(), dim=-1)
-    scale = model.encoder.embedding.weight.detach().float().pow(2).mean().sqrt()
+    scale = embedding_rms(model)
     first = tokens.size(1) - noise.size(1)  # the steps before get no gradients (BPT3C)
     real = torch.arange(noise.size(1), device=tokens.device) + first < lengths[:, None]
-    probe = unit_per_review(noise * real[:, :, None]) * (xi * scale)
+    probe = per_review_length(noise * real[:, :, None], xi * scale)
     probe.requires_grad_(True)
     (grad,) = torch.autograd.grad(divergence(model(tokens, lengths, probe), target), probe)
     grad = torch.nan_to_num(grad.float(), nan=0.0, posinf=0.0, neginf=0.0)
-    return divergence(model(tokens, lengths, unit_per_review(grad) * (epsilon * scale)), target)
+    return divergence(model(tokens, lengths, per_review_length(grad, epsilon * scale)), target)
 
 
 def divergence(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -208,9 +208,15 @@ def divergence(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                     reduction="batchmean")
 
 
-def unit_per_review(vectors: torch.Tensor) -> torch.Tensor:
-    """[B, T, E] scaled to an L2 norm of 1 per review (over all its steps)."""
-    return vectors / vectors.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+def per_review_length(vectors: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """[B, T, E] scaled to an L2 norm of ``length`` per review (over all its steps)."""
+    return length * vectors / vectors.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+
+
+def embedding_rms(model: RNNClassifier) -> torch.Tensor:
+    """The root mean square of the embedding matrix's entries: the unit of the (virtual)
+    adversarial perturbations' length, so that epsilon does not depend on their scale."""
+    return model.encoder.embedding.weight.detach().float().pow(2).mean().sqrt()
 
 
 def adversarial_on(step: int, fraction: float) -> bool:
@@ -261,9 +267,7 @@ def adversarial_delta(model: RNNClassifier, tokens: torch.Tensor, lengths: torch
         # it carries fp16's loss scale, if any (only its direction is used); an overflow
         # there is a step the scaler skips anyway: no perturbation rather than nan
         grad = torch.nan_to_num(probe.grad, nan=0.0, posinf=0.0, neginf=0.0)
-    norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
-    scale = model.encoder.embedding.weight.detach().float().pow(2).mean().sqrt()
-    return clean, (epsilon * scale) * grad / norms
+    return clean, per_review_length(grad, epsilon * embedding_rms(model))
 
 
 @torch.no_grad()

@@ -15,26 +15,25 @@ import yaml
 
 from pipeline.batching import Corpus
 from pipeline.config import RuntimeParams
-from pipeline.models import EncoderConfig, RNNClassifier
+from pipeline.models import RNNClassifier
 from pipeline.runtime import setup
 from pipeline.tasks import (
     ClassifierTask,
     divergence,
-    unit_per_review,
+    embedding_rms,
+    per_review_length,
     virtual_adversarial_loss,
 )
 from pipeline.training import fit
 from tests.conftest import stage, tiny_params
 from tests.test_adversarial_training import (
+    CONFIG,
     ONE_EPOCH,
     assert_torchrun_matches_one_process,
     padded_batch,
 )
 from tests.test_resume import prepare_inputs, same_weights
 from tests.test_training import keyword_corpus
-
-CONFIG = EncoderConfig(vocab_size=40, embedding_dim=8, hidden=12, layers=2, dropout=0.0,
-                       embedding_dropout=0.0, input_dropout=0.0)
 
 
 def model_and_batch() -> tuple[RNNClassifier, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -51,9 +50,8 @@ def test_no_perturbation_no_loss_and_the_search_beats_a_random_direction() -> No
         pytest.approx(0.0, abs=1e-7)
     found = virtual_adversarial_loss(model, tokens, lengths, 3.0, noise).item()
     # the same length in the (unmasked) noise's own direction: the power iteration's start
-    scale = model.encoder.embedding.weight.detach().pow(2).mean().sqrt()
     real = (torch.arange(tokens.size(1))[None, :] < lengths[:, None])[:, :, None]
-    start = unit_per_review(noise * real) * (3.0 * scale)
+    start = per_review_length(noise * real, 3.0 * embedding_rms(model))
     with torch.no_grad():
         target = F.log_softmax(model(tokens, lengths), dim=-1)
         at_random = divergence(model(tokens, lengths, start), target).item()
