@@ -135,7 +135,13 @@ TASK = """task = ClassifierTask(keyword_corpus(120, 0), keyword_corpus(32, 1), 1
 
 @pytest.mark.slow
 def test_under_torchrun_it_matches_one_process(tmp_path: Path) -> None:
-    assert_torchrun_matches_one_process(tmp_path, ONE_EPOCH.replace("TASK", TASK), "2.0")
+    # VAT moves this tiny model's weights by ~1e-4 in an epoch, near the fp32 rounding that
+    # torchrun's gradient all-reduce adds (4e-6 on the head's bias on a Xeon with AMX, over
+    # a fixed 1e-6 tolerance). So epsilon is large and the check is relative to VAT's own
+    # effect: rounding measured there at <= 4.3% of it per tensor, a shard weighting left
+    # out at up to 57% (the embedding), 13% on the head's bias.
+    assert_torchrun_matches_one_process(tmp_path, ONE_EPOCH.replace("TASK", TASK), "20.0",
+                                        relative=0.15)
 
 
 def test_the_train_stage_reads_the_unlabeled_and_train_text(tmp_path: Path,
