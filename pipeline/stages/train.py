@@ -67,21 +67,16 @@ def settings_of(params: Params, variant: str
     return getattr(params.classifier, "rnn_pretrained" if variant == BACKWARD_VARIANT else variant)
 
 
-def adversarial_settings(settings: RNNClassifierParams | BagOfEmbeddingsParams
-                         | BagOfEmbeddingsLMParams) -> tuple[float, float]:
-    """(epsilon, fraction of steps) of adversarial training; the bags of embeddings have none."""
-    if isinstance(settings, RNNClassifierParams):
-        return settings.adversarial_epsilon, settings.adversarial_fraction
-    return 0.0, 1.0
-
-
-def virtual_adversarial_settings(settings: RNNClassifierParams | BagOfEmbeddingsParams
-                                 | BagOfEmbeddingsLMParams) -> tuple[float, int]:
-    """(epsilon, unlabeled reviews per step) of virtual adversarial training; 0: off, as for
-    the bags of embeddings."""
-    if isinstance(settings, RNNClassifierParams):
-        return settings.virtual_adversarial_epsilon, settings.virtual_adversarial_batch_size
-    return 0.0, 1
+def regularization(settings: RNNClassifierParams | BagOfEmbeddingsParams
+                   | BagOfEmbeddingsLMParams) -> dict[str, float]:
+    """ClassifierTask's adversarial and virtual adversarial training settings for a variant;
+    the bags of embeddings have neither (the task's defaults: off)."""
+    if not isinstance(settings, RNNClassifierParams):
+        return {}
+    return {"adversarial_epsilon": settings.adversarial_epsilon,
+            "adversarial_fraction": settings.adversarial_fraction,
+            "virtual_epsilon": settings.virtual_adversarial_epsilon,
+            "virtual_batch_size": settings.virtual_adversarial_batch_size}
 
 
 def text_alone(data_dir: Path) -> Corpus:
@@ -193,8 +188,7 @@ def train_classifier(variant: str, params: Params, info: dict, lm_path: Path, tr
     batch_size = getattr(settings, "batch_size", common.batch_size)
     read_len = None if common.bpt3c else common.max_len  # BPT3C reads whole reviews
     task = ClassifierTask(train, valid, batch_size, read_len, params.classifier_seed,
-                          runtime.device, *adversarial_settings(settings), unlabeled,
-                          *virtual_adversarial_settings(settings))
+                          runtime.device, unlabeled=unlabeled, **regularization(settings))
     optimizer = adamw(groups, weight_decay=settings.weight_decay)
     scheduler = one_cycle(optimizer, settings.epochs * task.steps_per_epoch)
     result = fit(model, task, optimizer, scheduler, runtime, epochs=settings.epochs,
@@ -224,7 +218,7 @@ def fine_tune_on_labels(trained: Trained, variant: str, params: Params, labeled:
               else [{"params": model.parameters(), "lr": scale * settings.lr}])
     batch_size = getattr(settings, "batch_size", params.classifier.batch_size)
     task = ClassifierTask(labeled, valid, batch_size, trained.read_len, params.classifier_seed,
-                          runtime.device, *adversarial_settings(settings))
+                          runtime.device, **regularization(settings))  # no text: no VAT
     optimizer = adamw(groups, weight_decay=settings.weight_decay)
     epochs = params.self_training.gold_epochs
     result = fit(model, task, optimizer, one_cycle(optimizer, epochs * task.steps_per_epoch),
@@ -311,7 +305,7 @@ def main() -> None:
 
     gold_epochs = params.self_training.gold_epochs if student else 0
     unlabeled = None  # read only when used (~20 M token ids)
-    if virtual_adversarial_settings(settings_of(params, variant))[0] > 0:
+    if getattr(settings_of(params, variant), "virtual_adversarial_epsilon", 0.0) > 0:
         unlabeled = text_alone(data_dir)
         if distributed.is_main():
             print(f"[{name}] virtual adversarial training on {len(unlabeled):,} reviews of text "
