@@ -3,9 +3,14 @@
 * ``learning-curve`` — one experiment per number of labeled training examples
   (``classifier.train_examples``; pretraining still reads all the text), then
   reports/studies/learning_curve.{csv,md,png}: test accuracy vs labeled examples,
-  one line per variant, with 95% bootstrap intervals.
+  one line per variant, with 95% bootstrap intervals, and
+  learning_curve_differences.csv: rnn_pretrained against rnn_scratch (what pretraining is
+  worth) and the baselines at each size.
 * ``ablation`` — one experiment per technique switched off (or on), on the same data
   and seed, then reports/studies/ablation.{csv,md}: points each technique is worth.
+
+Differences carry paired 95% intervals: the two runs' test predictions resampled together,
+as evaluate does.
 * ``pretraining-budget`` — one experiment per pretraining length (or any other cost
   setting), plus the main run, then reports/studies/pretraining_budget.{csv,md,png}:
   test accuracy vs training time (classifier + its language models) per variant.
@@ -26,20 +31,24 @@ All are read from params.yaml's ``studies`` section, queued with ``dvc exp run
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import re
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from pipeline.config import Params, StudyPoint, load_params, with_overrides
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path, missing_keys
+from pipeline.metrics import bootstrap_indices, difference_interval
 
 OUT = Path("reports/studies")
 # cost studies: params.yaml key (the CLI name with "-" for "_") -> (experiment name prefix,
@@ -52,6 +61,7 @@ PREFIXES = {"learning_curve": "lc", "ablation": "ablation",
 METRICS = "reports/metrics.json"
 ENSEMBLE = "reports/ensemble.json"
 SELF_TRAINING = "reports/self_training.json"
+PREDICTIONS = "reports/plots/predictions_{variant}.csv"  # evaluate's, per test example
 WORKSPACE = "the workspace"  # read_results' ``where`` for the main run's files
 # what the reports read from each run's JSON (dotted paths), so a report from an older
 # version or edited by hand is named instead of a KeyError halfway through a report
@@ -282,17 +292,27 @@ def read_results(read: Callable[[str], str | None], where: str = WORKSPACE) -> d
     return metrics
 
 
-def collect(prefix: str, names: list[str]) -> dict[str, dict]:
+Reader = Callable[[str], str | None]  # a run's file (repo-relative path) -> its text
+
+
+def point_readers(prefix: str, names: list[str]) -> dict[str, Reader]:
+    """Each point's files, read from its experiment's commit (points that never ran are
+    left out)."""
+    revs = experiment_revs()
+    return {name: partial(git_file, revs[f"{prefix}-{name}"]) for name in names
+            if f"{prefix}-{name}" in revs}
+
+
+def collect(prefix: str, names: list[str], readers: dict[str, Reader] | None = None
+            ) -> dict[str, dict]:
     """reports/metrics.json of each point's experiment, read from the experiment's commit:
     ``dvc exp show`` drops list-valued metrics such as the confidence intervals."""
-    revs = experiment_revs()
+    readers = point_readers(prefix, names) if readers is None else readers
     found: dict[str, dict] = {}
     for name in names:
-        rev = revs.get(f"{prefix}-{name}")
-        if rev is None:
+        if name not in readers:
             continue
-        metrics = read_results(lambda path, rev=rev: git_file(rev, path),
-                               f"experiment {prefix}-{name}")
+        metrics = read_results(readers[name], f"experiment {prefix}-{name}")
         if metrics is not None:
             found[name] = metrics
     missing = [n for n in names if n not in found]
@@ -300,6 +320,49 @@ def collect(prefix: str, names: list[str]) -> dict[str, dict]:
         raise PipelineError(f"no results for {', '.join(f'{prefix}-{n}' for n in missing)}: "
                             f"run the study first (without --report-only)")
     return found
+
+
+def read_predictions(read: Reader, variants: Collection[str]) -> dict[str, pd.DataFrame]:
+    """Each variant's test predictions (evaluate's ``actual``, ``predicted`` columns, one
+    row per test example, in test-set order); a variant whose file the run lacks (a run
+    from before evaluate wrote them) is left out, and its differences go without an
+    interval."""
+    answers = {}
+    for variant in variants:
+        text = read(PREDICTIONS.format(variant=variant))
+        if text is not None:
+            answers[variant] = pd.read_csv(io.StringIO(text), dtype=str)
+    return answers
+
+
+class PairedDifferences:
+    """accuracy(a) - accuracy(b) with its 95% interval over evaluate's resamples of the
+    test set (``evaluate.bootstrap_samples`` and ``seed``), so a study's intervals are
+    those evaluate would give the two models side by side."""
+
+    def __init__(self, params: Params) -> None:
+        self.samples, self.seed = params.evaluate.bootstrap_samples, params.evaluate.seed
+        self.indices: dict[int, np.ndarray] = {}
+
+    def __call__(self, a: pd.DataFrame | None, b: pd.DataFrame | None
+                 ) -> tuple[float, float] | None:
+        """The interval, or None when either run lacks predictions or the two were not
+        scored on the same test set (say a point that caps prepare.max_test)."""
+        if a is None or b is None or not a["actual"].equals(b["actual"]):
+            return None
+        n = len(a)
+        if n not in self.indices:
+            self.indices[n] = bootstrap_indices(n, self.samples, self.seed)
+        low, high = difference_interval((a.actual == a.predicted).to_numpy(),
+                                        (b.actual == b.predicted).to_numpy(), self.indices[n])
+        return low, high
+
+
+def points_with_ci(delta: float, interval: tuple[float, float] | None) -> str:
+    """A difference in points, with its interval when there is one: +1.35 [+1.05, +1.65]."""
+    if interval is None:
+        return f"{100 * delta:+.2f}"
+    return f"{100 * delta:+.2f} [{100 * interval[0]:+.2f}, {100 * interval[1]:+.2f}]"
 
 
 def rows(metrics: dict) -> Iterator[dict]:
@@ -322,13 +385,16 @@ def write_table(frame: pd.DataFrame, stem: str, markdown: str) -> None:
 
 def learning_curve_report(params: Params, source: str = "params.yaml") -> pd.DataFrame:
     points = study_points(params, "learning_curve", source)
-    results = collect("lc", list(points))
+    readers = point_readers("lc", list(points))
+    results = collect("lc", list(points), readers)
     table = [row | {"point": name} for name, metrics in results.items() for row in rows(metrics)]
     workspace = read_results(workspace_file)
     if workspace is not None:  # the main run (dvc repro) in the workspace: every label
         sizes = {row["train_examples"] for row in table}
-        table += [row | {"point": "all"} for row in rows(workspace)
-                  if row["train_examples"] not in sizes]
+        if any(row["train_examples"] not in sizes for row in rows(workspace)):
+            table += [row | {"point": "all"} for row in rows(workspace)
+                      if row["train_examples"] not in sizes]
+            results[WORKSPACE], readers[WORKSPACE] = workspace, workspace_file
     # a point asking for more examples than the train split has is the full run again
     frame = (pd.DataFrame(table).drop_duplicates(["variant", "train_examples"])
              .sort_values(["variant", "train_examples"]))
@@ -340,24 +406,66 @@ def learning_curve_report(params: Params, source: str = "params.yaml") -> pd.Dat
         cells = {r.variant: f"{100 * r.accuracy:.2f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]"
                  for r in row.itertuples()}
         lines.append(f"| {n:,} | " + " | ".join(cells.get(v, "—") for v in variants) + " |")
+    differences = learning_curve_differences(params, results, readers)
+    if not differences.empty:
+        pairs = list(dict.fromkeys(differences["pair"]))
+        lines += ["", "Paired differences in points (95% interval over the same resampled "
+                  "test sets as evaluate's; the first is what pretraining is worth):", "",
+                  "| labeled examples | " + " | ".join(f"{p}" for p in pairs) + " |",
+                  "|---" * (len(pairs) + 1) + "|"]
+        for n, row in differences.groupby("train_examples"):
+            cells = {r.pair: points_with_ci(r.delta, None if pd.isna(r.ci_low)
+                                            else (r.ci_low, r.ci_high))
+                     for r in row.itertuples()}
+            lines.append(f"| {n:,} | " + " | ".join(cells.get(p, "—") for p in pairs) + " |")
     lines += ["", f"Each row is one `dvc exp run` (`lc-<point>`, params in {source} "
               "`studies.learning_curve`); brackets: 95% bootstrap interval over the test set. "
               "The language model is the same for every row (all unlabeled and training text).",
               "Made by `python -m pipeline.studies learning-curve`."]
     write_table(frame, "learning_curve", "\n".join(lines) + "\n")
+    with atomic_path(OUT / "learning_curve_differences.csv") as tmp:
+        differences.to_csv(tmp, index=False)
     from pipeline import plots
 
     plots.learning_curve(frame, OUT / "learning_curve.png")
     return frame
 
 
+def learning_curve_differences(params: Params, results: dict[str, dict],
+                               readers: dict[str, Reader]) -> pd.DataFrame:
+    """Per point, rnn_pretrained against rnn_scratch (what pretraining is worth), the bag
+    of embeddings and the n-gram baseline the hybrid uses, paired on the test set."""
+    pairs = [("rnn_pretrained", other) for other in
+             ("rnn_scratch", "bag_of_embeddings", params.evaluate.hybrid_with) if other]
+    paired = PairedDifferences(params)
+    table = []
+    for name, metrics in results.items():
+        accuracy = {row["variant"]: row for row in rows(metrics)}
+        answers = read_predictions(readers[name], {v for pair in pairs for v in pair})
+        for a, b in pairs:
+            if a in accuracy and b in accuracy:
+                interval = paired(answers.get(a), answers.get(b)) or (np.nan, np.nan)
+                table.append({"point": name, "train_examples": accuracy[a]["train_examples"],
+                              "pair": f"{a} − {b}",
+                              "delta": accuracy[a]["accuracy"] - accuracy[b]["accuracy"],
+                              "ci_low": interval[0], "ci_high": interval[1]})
+    frame = pd.DataFrame(table, columns=["point", "train_examples", "pair", "delta",
+                                         "ci_low", "ci_high"])
+    return (frame.drop_duplicates(["train_examples", "pair"])
+            .sort_values("train_examples", kind="stable"))
+
+
 def ablation_report(params: Params, source: str = "params.yaml") -> pd.DataFrame:
     points = study_points(params, "ablation", source)
-    results = collect("ablation", list(points))
+    readers = point_readers("ablation", list(points))
+    results = collect("ablation", list(points), readers)
     base_name = next(iter(points))
     base = {r["variant"]: r for r in rows(results[base_name])}
+    base_answers = read_predictions(readers[base_name], base)
+    paired = PairedDifferences(params)
     table = []
     for name, point in points.items():
+        answers = read_predictions(readers[name], results[name]["classifiers"])
         for row in rows(results[name]):
             if name != base_name and not row["variant"].startswith("rnn_pretrained"):
                 continue  # each ablation changes the pretrained model; baselines come from base
@@ -365,15 +473,21 @@ def ablation_report(params: Params, source: str = "params.yaml") -> pd.DataFrame
             # switches the ensemble on adds the backward RNN and the ensemble) gets none
             in_base = base.get(row["variant"])
             delta = float("nan") if in_base is None else row["accuracy"] - in_base["accuracy"]
+            interval = (None if in_base is None or name == base_name else
+                        paired(answers.get(row["variant"]), base_answers.get(row["variant"])))
+            low, high = interval or (float("nan"), float("nan"))
             table.append(row | {"point": name, "description": point.description,
-                                "delta_vs_base": delta, "set": " ".join(overrides(point))})
+                                "delta_vs_base": delta, "delta_ci_low": low,
+                                "delta_ci_high": high, "set": " ".join(overrides(point))})
     frame = pd.DataFrame(table)
     lines = [f"# Ablation: test accuracy of rnn_pretrained, one change at a time "
              f"(base: {base_name})", "",
-             "| experiment | change | variant | test accuracy % [95% CI] | Δ vs base (points) |",
+             "| experiment | change | variant | test accuracy % [95% CI] | "
+             "Δ vs base (points) [95% CI, paired] |",
              "|---|---|---|---|---|"]
     for r in frame.itertuples():
-        delta = "—" if pd.isna(r.delta_vs_base) else f"{100 * r.delta_vs_base:+.2f}"
+        interval = None if pd.isna(r.delta_ci_low) else (r.delta_ci_low, r.delta_ci_high)
+        delta = "—" if pd.isna(r.delta_vs_base) else points_with_ci(r.delta_vs_base, interval)
         lines.append(f"| {r.point} | {r.description} | {r.variant} | {100 * r.accuracy:.2f} "
                      f"[{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}] | {delta} |")
     lines += ["", f"Every row: the same data split, vocabulary and seed; "
@@ -381,7 +495,9 @@ def ablation_report(params: Params, source: str = "params.yaml") -> pd.DataFrame
               "Rows other than the base list only the pretrained RNNs (forward, backward, "
               "their ensemble, their averages with an n-gram model), each compared with the "
               "same variant in the base (— where the base has none); the base lists every "
-              "variant of the same run (rnn_scratch = no pretraining).",
+              "variant of the same run (rnn_scratch = no pretraining). Δ intervals are paired: "
+              "the two runs' predictions on the same resampled test sets as evaluate's; they "
+              "carry the test set's sampling noise, not the seed's.",
               f"Made by `python -m pipeline.studies ablation` ({source} `studies.ablation`)."]
     write_table(frame, "ablation", "\n".join(lines) + "\n")
     return frame

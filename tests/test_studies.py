@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -22,6 +23,7 @@ from pipeline.config import (
     load_params,
 )
 from pipeline.errors import PipelineError
+from pipeline.metrics import bootstrap_indices, difference_interval
 from pipeline.stages.evaluate import hybrid_name
 from pipeline.studies import NO_WORKERS, queue_point, queue_rows, queue_states, study_points
 from tests.conftest import TinyRun, copy_project, ran_stages, run, stop_queue_workers
@@ -179,16 +181,85 @@ def test_ablation_variant_the_base_lacks_gets_no_delta(
                "with_backward": fake_metrics(base | {"rnn_pretrained": 0.8,
                                                      "rnn_pretrained_backward": 0.78,
                                                      "rnn_pretrained_ensemble": 0.82})}
-    monkeypatch.setattr(pipeline.studies, "collect", lambda prefix, names: results)
+    monkeypatch.setattr(pipeline.studies, "point_readers",  # runs without predictions
+                        lambda prefix, names: dict.fromkeys(names, lambda path: None))
+    monkeypatch.setattr(pipeline.studies, "collect", lambda prefix, names, readers: results)
     monkeypatch.setattr(pipeline.studies, "OUT", tmp_path)
     pipeline.studies.ablation_report(params)
     table = pd.read_csv(tmp_path / "ablation.csv")
     changed = table[table.point == "with_backward"].set_index("variant").delta_vs_base
     assert changed["rnn_pretrained"] == pytest.approx(0.05)
     assert changed[["rnn_pretrained_backward", "rnn_pretrained_ensemble"]].isna().all()
+    assert table.delta_ci_low.isna().all()  # no predictions, no paired interval
     markdown = (tmp_path / "ablation.md").read_text()
     assert "| rnn_pretrained | 80.00 [79.0, 81.0] | +5.00 |" in markdown
     assert "| rnn_pretrained_backward | 78.00 [77.0, 79.0] | — |" in markdown
+
+
+def predictions_csv(correct: np.ndarray) -> str:
+    """evaluate's predictions_<variant>.csv for a test set of alternating labels, right
+    where ``correct`` is."""
+    actual = np.where(np.arange(len(correct)) % 2 == 0, "pos", "neg")
+    predicted = np.where(correct, actual, np.where(actual == "pos", "neg", "pos"))
+    return pd.DataFrame({"actual": actual, "predicted": predicted}).to_csv(index=False)
+
+
+def test_study_differences_are_paired_on_evaluates_resamples(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ablation's Δ vs base and the learning curve's pretraining Δ carry the interval
+    evaluate would give the two models side by side: the same test examples, resampled
+    together with evaluate's samples and seed. Unpaired, two runs each ~75% right would
+    give an interval ~10 times wider than one that differs on 10 examples of 200."""
+    rng = np.random.default_rng(0)
+    base = rng.random(200) < 0.75
+    better = base.copy()
+    better[np.flatnonzero(~base)[:10]] = True  # right on 10 more examples, wrong on none
+    scratch = rng.random(200) < 0.7
+    variants = {"rnn_pretrained", "rnn_scratch", "bag_of_embeddings", "nb_logreg"}
+    files = {
+        "base": {f"reports/plots/predictions_{v}.csv": predictions_csv(base) for v in variants}
+        | {"reports/plots/predictions_rnn_scratch.csv": predictions_csv(scratch)},
+        "better": {"reports/plots/predictions_rnn_pretrained.csv": predictions_csv(better)},
+        "other_test_set": {"reports/plots/predictions_rnn_pretrained.csv":
+                           predictions_csv(better[:100])},
+    }
+    accuracy = {"rnn_pretrained": base.mean(), "rnn_scratch": scratch.mean(),
+                "bag_of_embeddings": base.mean(), "nb_logreg": base.mean()}
+    results = {"base": fake_metrics(accuracy, 200),
+               "better": fake_metrics({"rnn_pretrained": better.mean()}, 200),
+               "other_test_set": fake_metrics({"rnn_pretrained": better[:100].mean()}, 200)}
+    monkeypatch.setattr(pipeline.studies, "point_readers",
+                        lambda prefix, names: {n: files[n].get for n in names})
+    monkeypatch.setattr(pipeline.studies, "collect",
+                        lambda prefix, names, readers: {n: results[n] for n in names})
+    monkeypatch.setattr(pipeline.studies, "OUT", tmp_path)
+    params = load_params(PARAMS)
+    indices = bootstrap_indices(200, params.evaluate.bootstrap_samples, params.evaluate.seed)
+    expected = difference_interval(better, base, indices)
+    assert 0 < expected[0] < 0.05 < expected[1] < 0.1
+
+    points = {name: StudyPoint(set={}, description=name) for name in results}
+    pipeline.studies.ablation_report(params.model_copy(update={
+        "studies": StudiesParams(ablation=points)}))
+    table = pd.read_csv(tmp_path / "ablation.csv").set_index("point")
+    row = table.loc["better"]
+    assert row.delta_vs_base == pytest.approx(0.05)
+    assert (row.delta_ci_low, row.delta_ci_high) == pytest.approx(expected)
+    # scored on another test set: the Δ of accuracies stays, with no interval to pair
+    assert pd.isna(table.loc["other_test_set"].delta_ci_low)
+    assert "| +5.00 [+2.50, +7.50] |" in (tmp_path / "ablation.md").read_text().replace(
+        f"{100 * expected[0]:+.2f}", "+2.50").replace(f"{100 * expected[1]:+.2f}", "+7.50")
+
+    monkeypatch.chdir(tmp_path)  # no workspace run here
+    pipeline.studies.learning_curve_report(params.model_copy(update={
+        "studies": StudiesParams(learning_curve={"base": StudyPoint(set={})})}))
+    differences = pd.read_csv(tmp_path / "learning_curve_differences.csv").set_index("pair")
+    pretraining = differences.loc["rnn_pretrained − rnn_scratch"]
+    assert pretraining.delta == pytest.approx(base.mean() - scratch.mean())
+    assert (pretraining.ci_low, pretraining.ci_high) == pytest.approx(
+        difference_interval(base, scratch, indices))
+    assert differences.loc["rnn_pretrained − nb_logreg"].ci_high == 0  # the same predictions
+    assert "rnn_pretrained − bag_of_embeddings" in (tmp_path / "learning_curve.md").read_text()
 
 
 def test_damaged_or_incomplete_reports_are_named(
@@ -323,6 +394,12 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
         assert sizes == [8, full[0]]
     assert ((curve.ci_low <= curve.accuracy) & (curve.accuracy <= curve.ci_high)).all()
     assert (root / "reports/studies/learning_curve.png").stat().st_size > 10_000
+    # the paired differences, at both sizes (the full one from the workspace's predictions)
+    differences = pd.read_csv(root / "reports/studies/learning_curve_differences.csv")
+    assert sorted(differences.train_examples.unique()) == [8, full[0]]
+    assert differences.ci_low.notna().all()
+    assert ((differences.ci_low <= differences.delta + 1e-6)
+            & (differences.delta - 1e-6 <= differences.ci_high)).all()
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], cwd=root).stdout
     assert "lc-n8" in shown
 
@@ -336,6 +413,7 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
     for row in changed.itertuples():  # each compared with the same variant in the base
         in_base = base[base.variant == row.variant].accuracy.item()
         assert row.delta_vs_base == pytest.approx(row.accuracy - in_base)
+        assert row.delta_ci_low - 1e-6 <= row.delta_vs_base <= row.delta_ci_high + 1e-6
     assert "last hidden state only" in (root / "reports/studies/ablation.md").read_text()
 
     # every queued experiment (these ran in temporary copies under .dvc/tmp/exps, the
