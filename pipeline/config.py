@@ -206,6 +206,11 @@ class RNNClassifierParams(Section):
     # predictions to stay put under it; 0 = off. For few-label runs (README)
     virtual_adversarial_epsilon: float = Field(0.0, ge=0.0, le=100.0)
     virtual_adversarial_batch_size: int = Field(96, gt=0)
+    # what rnn_pretrained starts from: the language model's whole encoder, or its word
+    # embeddings alone with the RNN layers from a random init (Dai & Le 2015's baseline of
+    # an LSTM initialized with word2vec vectors): which half of pretraining pays off.
+    # rnn_scratch takes nothing from the language model
+    from_language_model: Literal["encoder", "embeddings"] = "encoder"
 
 
 class BagOfEmbeddingsParams(Section):
@@ -433,6 +438,14 @@ class Params(Section):
                 f"{4 ** len(cuts)} (the last tail cluster projects to hidden / "
                 f"{4 ** len(cuts)} dimensions, 0 with hidden {self.model.hidden}); use fewer "
                 "cutoffs")
+        return self
+
+    @model_validator(mode="after")
+    def _scratch_takes_nothing_from_the_language_model(self) -> Params:
+        if self.classifier.rnn_scratch.from_language_model != "encoder":
+            raise ValueError(
+                "classifier.rnn_scratch.from_language_model: rnn_scratch starts from a random "
+                "init and takes nothing from the language model; set it on rnn_pretrained")
         return self
 
     @model_validator(mode="after")

@@ -128,9 +128,11 @@ def build(variant: str, params: Params, vocab_size: int, vocab_sha256: str, n_cl
                           grad_len, common.bptt)
     if variant in ("rnn_pretrained", BACKWARD_VARIANT):
         direction = "backward" if backward else "forward"
-        model.encoder.load_state_dict(
-            pretrained_encoder(lm_path, params, vocab_size, vocab_sha256,
-                               direction).state_dict())
+        lm_encoder = pretrained_encoder(lm_path, params, vocab_size, vocab_sha256, direction)
+        if settings.from_language_model == "encoder":
+            model.encoder.load_state_dict(lm_encoder.state_dict())
+        else:  # the word embeddings alone; the RNN layers keep their random init
+            model.encoder.embedding.load_state_dict(lm_encoder.embedding.state_dict())
     config = {"encoder": encoder_dict(encoder), "n_classes": n_classes,
               "head_dropout": settings.head_dropout, "pooling": settings.pooling,
               "backward": backward}
