@@ -8,9 +8,6 @@
   worth) and the baselines at each size.
 * ``ablation`` — one experiment per technique switched off (or on), on the same data
   and seed, then reports/studies/ablation.{csv,md}: points each technique is worth.
-
-Differences carry paired 95% intervals: the two runs' test predictions resampled together,
-as evaluate does.
 * ``pretraining-budget`` — one experiment per pretraining length (or any other cost
   setting), plus the main run, then reports/studies/pretraining_budget.{csv,md,png}:
   test accuracy vs training time (classifier + its language models) per variant.
@@ -20,7 +17,9 @@ as evaluate does.
 All are read from params.yaml's ``studies`` section, queued with ``dvc exp run
 --queue`` (so each run lands in MLflow under its experiment name, like any other
 ``dvc exp run``), run by ``dvc queue start``, and collected from ``dvc exp show``.
-``--report-only`` rebuilds the reports from experiments that already ran.
+``--report-only`` rebuilds the reports from experiments that already ran. Differences
+between two models carry paired 95% intervals: both runs' test predictions resampled
+together, as evaluate does.
 
     python -m pipeline.studies learning-curve
     python -m pipeline.studies ablation --jobs 1
@@ -68,6 +67,7 @@ WORKSPACE = "the workspace"  # read_results' ``where`` for the main run's files
 METRICS_KEYS = ("classifiers", "lm.tokens", "lm.valid_perplexity")
 ENSEMBLE_KEYS = ("classifiers",)
 CLASSIFIER_KEYS = ("test.accuracy", "test.accuracy_ci95", "train_examples", "train_seconds")
+Reader = Callable[[str], str | None]  # a run's file (repo-relative path) -> its text, or None
 # experiment names DVC takes: git ref names (git-check-ref-format) without "/"; narrower
 # than git's rule (ASCII letters, digits, ".", "_", "-"), so whatever passes here passes there
 EXP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -268,7 +268,7 @@ def parse_report(text: str, path: str, where: str, keys: tuple[str, ...]) -> dic
     return data
 
 
-def read_results(read: Callable[[str], str | None], where: str = WORKSPACE) -> dict | None:
+def read_results(read: Reader, where: str = WORKSPACE) -> dict | None:
     """metrics.json of one run, plus the results of reports/ensemble.json and
     reports/self_training.json when that run had them switched on (its params.yaml
     ensemble.directions, self_training.teachers); ``where`` names the run (``experiment
@@ -290,9 +290,6 @@ def read_results(read: Callable[[str], str | None], where: str = WORKSPACE) -> d
             metrics["classifiers"].update(
                 parse_report(extra, path, where, ENSEMBLE_KEYS)["classifiers"])
     return metrics
-
-
-Reader = Callable[[str], str | None]  # a run's file (repo-relative path) -> its text
 
 
 def point_readers(prefix: str, names: list[str]) -> dict[str, Reader]:
@@ -322,16 +319,28 @@ def collect(prefix: str, names: list[str], readers: dict[str, Reader] | None = N
     return found
 
 
-def read_predictions(read: Reader, variants: Collection[str]) -> dict[str, pd.DataFrame]:
+def read_predictions(read: Reader, variants: Collection[str], where: str
+                     ) -> dict[str, pd.DataFrame]:
     """Each variant's test predictions (evaluate's ``actual``, ``predicted`` columns, one
     row per test example, in test-set order); a variant whose file the run lacks (a run
     from before evaluate wrote them) is left out, and its differences go without an
-    interval."""
+    interval. A damaged file is a PipelineError naming it and the run (``where``)."""
     answers = {}
     for variant in variants:
-        text = read(PREDICTIONS.format(variant=variant))
-        if text is not None:
-            answers[variant] = pd.read_csv(io.StringIO(text), dtype=str)
+        path = PREDICTIONS.format(variant=variant)
+        text = read(path)
+        if text is None:
+            continue
+        try:
+            frame = pd.read_csv(io.StringIO(text), dtype=str)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise PipelineError(f"{path} of {where} is not a readable CSV ({exc}): run the "
+                                "study again (without --report-only)") from exc
+        if not {"actual", "predicted"} <= set(frame.columns) or frame.isna().any().any():
+            raise PipelineError(f"{path} of {where} lacks the actual and predicted columns "
+                                "or has empty cells: run the study again (without "
+                                "--report-only)")
+        answers[variant] = frame
     return answers
 
 
@@ -441,7 +450,8 @@ def learning_curve_differences(params: Params, results: dict[str, dict],
     table = []
     for name, metrics in results.items():
         accuracy = {row["variant"]: row for row in rows(metrics)}
-        answers = read_predictions(readers[name], {v for pair in pairs for v in pair})
+        answers = read_predictions(readers[name], {v for pair in pairs for v in pair},
+                                   WORKSPACE if name == WORKSPACE else f"experiment lc-{name}")
         for a, b in pairs:
             if a in accuracy and b in accuracy:
                 interval = paired(answers.get(a), answers.get(b)) or (np.nan, np.nan)
@@ -461,11 +471,12 @@ def ablation_report(params: Params, source: str = "params.yaml") -> pd.DataFrame
     results = collect("ablation", list(points), readers)
     base_name = next(iter(points))
     base = {r["variant"]: r for r in rows(results[base_name])}
-    base_answers = read_predictions(readers[base_name], base)
+    base_answers = read_predictions(readers[base_name], base, f"experiment ablation-{base_name}")
     paired = PairedDifferences(params)
     table = []
     for name, point in points.items():
-        answers = read_predictions(readers[name], results[name]["classifiers"])
+        answers = base_answers if name == base_name else read_predictions(
+            readers[name], results[name]["classifiers"], f"experiment ablation-{name}")
         for row in rows(results[name]):
             if name != base_name and not row["variant"].startswith("rnn_pretrained"):
                 continue  # each ablation changes the pretrained model; baselines come from base

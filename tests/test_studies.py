@@ -261,6 +261,16 @@ def test_study_differences_are_paired_on_evaluates_resamples(
     assert differences.loc["rnn_pretrained − nb_logreg"].ci_high == 0  # the same predictions
     assert "rnn_pretrained − bag_of_embeddings" in (tmp_path / "learning_curve.md").read_text()
 
+    # a truncated or foreign predictions file is named, with the run it came from
+    ablation = params.model_copy(update={"studies": StudiesParams(ablation=points)})
+    predictions = "reports/plots/predictions_rnn_pretrained.csv"
+    whole = predictions_csv(better)
+    for damaged in (whole[:whole.rindex(",") + 1], "id,label\n1,pos\n"):
+        files["better"][predictions] = damaged
+        with pytest.raises(PipelineError, match=f"{predictions} of experiment ablation-better "
+                                                "lacks the actual and predicted columns"):
+            pipeline.studies.ablation_report(ablation)
+
 
 def test_damaged_or_incomplete_reports_are_named(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
