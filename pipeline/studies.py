@@ -400,9 +400,10 @@ def learning_curve_report(params: Params, source: str = "params.yaml") -> pd.Dat
     workspace = read_results(workspace_file)
     if workspace is not None:  # the main run (dvc repro) in the workspace: every label
         sizes = {row["train_examples"] for row in table}
-        if any(row["train_examples"] not in sizes for row in rows(workspace)):
-            table += [row | {"point": "all"} for row in rows(workspace)
-                      if row["train_examples"] not in sizes]
+        extra = [row | {"point": "all"} for row in rows(workspace)
+                 if row["train_examples"] not in sizes]
+        if extra:
+            table += extra
             results[WORKSPACE], readers[WORKSPACE] = workspace, workspace_file
     # a point asking for more examples than the train split has is the full run again
     frame = (pd.DataFrame(table).drop_duplicates(["variant", "train_examples"])
@@ -471,15 +472,22 @@ def ablation_report(params: Params, source: str = "params.yaml") -> pd.DataFrame
     results = collect("ablation", list(points), readers)
     base_name = next(iter(points))
     base = {r["variant"]: r for r in rows(results[base_name])}
-    base_answers = read_predictions(readers[base_name], base, f"experiment ablation-{base_name}")
+
+    def changed(variants: Collection[str]) -> list[str]:
+        # each ablation changes the pretrained model; baselines come from base
+        return [variant for variant in variants if variant.startswith("rnn_pretrained")]
+
+    base_answers = read_predictions(readers[base_name], changed(base),
+                                    f"experiment ablation-{base_name}")
     paired = PairedDifferences(params)
     table = []
     for name, point in points.items():
-        answers = base_answers if name == base_name else read_predictions(
-            readers[name], results[name]["classifiers"], f"experiment ablation-{name}")
+        variants = changed(results[name]["classifiers"])
+        answers = {} if name == base_name else read_predictions(
+            readers[name], variants, f"experiment ablation-{name}")
         for row in rows(results[name]):
-            if name != base_name and not row["variant"].startswith("rnn_pretrained"):
-                continue  # each ablation changes the pretrained model; baselines come from base
+            if name != base_name and row["variant"] not in variants:
+                continue
             # against the same variant in the base; one the base lacks (a point that
             # switches the ensemble on adds the backward RNN and the ensemble) gets none
             in_base = base.get(row["variant"])

@@ -307,7 +307,7 @@ def main() -> None:
 
     gold_epochs = params.self_training.gold_epochs if student else 0
     unlabeled = None  # read only when used (~20 M token ids)
-    if getattr(settings_of(params, variant), "virtual_adversarial_epsilon", 0.0) > 0:
+    if regularization(settings_of(params, variant)).get("virtual_epsilon", 0.0) > 0:
         unlabeled = text_alone(data_dir)
         if distributed.is_main():
             print(f"[{name}] virtual adversarial training on {len(unlabeled):,} reviews of text "
