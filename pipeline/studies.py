@@ -292,6 +292,11 @@ def read_results(read: Reader, where: str = WORKSPACE) -> dict | None:
     return metrics
 
 
+def experiment_label(prefix: str, name: str) -> str:
+    """How errors name a point's run: the DVC experiment it ran as."""
+    return f"experiment {prefix}-{name}"
+
+
 def point_readers(prefix: str, names: list[str]) -> dict[str, Reader]:
     """Each point's files, read from its experiment's commit (points that never ran are
     left out)."""
@@ -309,7 +314,7 @@ def collect(prefix: str, names: list[str], readers: dict[str, Reader] | None = N
     for name in names:
         if name not in readers:
             continue
-        metrics = read_results(readers[name], f"experiment {prefix}-{name}")
+        metrics = read_results(readers[name], experiment_label(prefix, name))
         if metrics is not None:
             found[name] = metrics
     missing = [n for n in names if n not in found]
@@ -452,7 +457,7 @@ def learning_curve_differences(params: Params, results: dict[str, dict],
     for name, metrics in results.items():
         accuracy = {row["variant"]: row for row in rows(metrics)}
         answers = read_predictions(readers[name], {v for pair in pairs for v in pair},
-                                   WORKSPACE if name == WORKSPACE else f"experiment lc-{name}")
+                                   WORKSPACE if name == WORKSPACE else experiment_label("lc", name))
         for a, b in pairs:
             if a in accuracy and b in accuracy:
                 interval = paired(answers.get(a), answers.get(b)) or (np.nan, np.nan)
@@ -478,13 +483,13 @@ def ablation_report(params: Params, source: str = "params.yaml") -> pd.DataFrame
         return [variant for variant in variants if variant.startswith("rnn_pretrained")]
 
     base_answers = read_predictions(readers[base_name], changed(base),
-                                    f"experiment ablation-{base_name}")
+                                    experiment_label("ablation", base_name))
     paired = PairedDifferences(params)
     table = []
     for name, point in points.items():
         variants = changed(results[name]["classifiers"])
         answers = {} if name == base_name else read_predictions(
-            readers[name], variants, f"experiment ablation-{name}")
+            readers[name], variants, experiment_label("ablation", name))
         for row in rows(results[name]):
             if name != base_name and row["variant"] not in variants:
                 continue
