@@ -22,7 +22,8 @@ data=$run/data/vocab
 mkdir -p "$out"
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$out/mlflow.db}
 
-# the default's params with a language model of 6 x 1,000 steps (and its own checkpoints)
+# the default's params with a language model of 6 x 1,000 steps (and its own checkpoints);
+# p12: 12 x 1,000 steps
 python - "$out" "$n1000" <<'EOF'
 import sys
 from pathlib import Path
@@ -31,18 +32,21 @@ import yaml
 
 from pipeline.config import load_params, with_overrides
 
-out, n1000 = Path(sys.argv[1]), Path(sys.argv[2])
+out = Path(sys.argv[1])
+default, n1000 = load_params(Path("params.yaml")), load_params(Path(sys.argv[2]))
 changes = {"pretrain.epochs": 6, "runtime.checkpoint_dir": str(out / "checkpoints"),
            "ensemble.directions": ["backward"]}
 for name, params, extra in (
-        ("p6", load_params(Path("params.yaml")), {}),
-        ("p6_emb", load_params(Path("params.yaml")),
+        ("p6", default, {}),
+        ("p6_emb", default,
          {"classifier.rnn_pretrained.from_language_model": "embeddings"}),
-        ("n1000_enc", load_params(n1000), {"classifier.rnn_pretrained.from_language_model": "encoder"}),
-        ("n1000_emb", load_params(n1000),
+        ("n1000_enc", n1000, {"classifier.rnn_pretrained.from_language_model": "encoder"}),
+        ("n1000_emb", n1000,
          {"classifier.rnn_pretrained.from_language_model": "embeddings"}),
-        ("p6_s43", load_params(Path("params.yaml")), {"classifier.seed": 43}),
-        *((f"n1000_enc_s{seed}", load_params(n1000),
+        ("p6_s43", default, {"classifier.seed": 43}),
+        ("p12", default,
+         {"pretrain.epochs": 12, "runtime.checkpoint_dir": str(out / "checkpoints12")}),
+        *((f"n1000_enc_s{seed}", n1000,
            {"classifier.rnn_pretrained.from_language_model": "encoder", "classifier.seed": seed})
           for seed in (43, 44))):
     changed = with_overrides(params, {**changes, **extra}, name)
@@ -76,18 +80,6 @@ train rnn_pretrained p6_s43 "$lm6" fwd_s43 rp_lm6_s43
 train rnn_pretrained_backward p6_s43 "$out/lm6_backward.pt" bwd_s43 rpb_lm6_s43
 
 # a forward language model of 12 x 1,000 steps: 1,000 labels (seeds 42-44) and all labels
-python - "$out" <<'EOF'
-import sys
-from pathlib import Path
-
-import yaml
-
-out = Path(sys.argv[1])
-params = yaml.safe_load((out / "p6.yaml").read_text())
-params["pretrain"]["epochs"] = 12
-params["runtime"]["checkpoint_dir"] = str(out / "checkpoints12")
-(out / "p12.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-EOF
 python -m pipeline.stages.pretrain --params "$out/p12.yaml" --data "$data" --out "$out/lm12.pt" \
   --metrics "$out/pretrain12.json" --curve "$out/pretrain12.csv"
 train rnn_pretrained n1000_enc "$out/lm12.pt" n1000_lm12_s42 rp_n1000_lm12_s42
