@@ -5,7 +5,8 @@
 # Seeds 43 and 44 (classifier.seed: another 1,000 labeled reviews, init and batch order) repeat
 # the 1,000-label runs next to the run's own language model and rnn_scratch; seed 43 repeats
 # the all-label forward and backward classifiers.
-# Last, a forward language model of 12 x 1,000 steps with the same classifiers.
+# Last, a forward language model of 12 x 1,000 steps with the same classifiers, and a backward
+# one with its all-label classifier (added 2026-12-06).
 # One-off experiment, not a stage: it runs the pipeline's own pretrain and train stages on a
 # finished default run's data, then scores the models against that run's test predictions.
 #
@@ -87,3 +88,7 @@ for seed in 43 44; do
   train rnn_pretrained "n1000_enc_s$seed" "$out/lm12.pt" "n1000_lm12_s$seed" "rp_n1000_lm12_s$seed"
 done
 train rnn_pretrained p6 "$out/lm12.pt" fwd12 rp_lm12
+python -m pipeline.stages.pretrain --direction backward --params "$out/p12.yaml" --data "$data" \
+  --out "$out/lm12_backward.pt" --metrics "$out/pretrain12_backward.json" \
+  --curve "$out/pretrain12_backward.csv"
+train rnn_pretrained_backward p6 "$out/lm12_backward.pt" bwd12 rpb_lm12
