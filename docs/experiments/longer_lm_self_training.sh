@@ -4,10 +4,10 @@
 # n1000 point, adversarial training on), seeds 42-44: nb_logreg trained on the 1,000 reviews
 # pseudo-labels the 50,000 unlabeled ones (self_training's defaults: the 10,000 surest per
 # class), rnn_pretrained from the 12x LM trains on the 21,000, then on the 1,000 alone
-# (gold_epochs 6, kept only if valid improves). Controls, seed 42: the same student from the
-# run's own 3 x 1,000-step LM, and an rnn_scratch student (does pretraining still matter once
-# there are pseudo-labels?). Seeds 43-44 also train their own bag_of_embeddings (seed 42's is
-# the ablation base's).
+# (gold_epochs 6, kept only if valid improves). Controls: with every seed an rnn_scratch
+# student (does pretraining still matter once there are pseudo-labels?), with seeds 42-43 the
+# same student from the run's own 3 x 1,000-step LM. Seeds 43-44 also train their own
+# bag_of_embeddings (seed 42's is the ablation base's).
 # One-off experiment, not a stage: it runs the pipeline's own train_ngrams, pseudo_label and
 # train stages on a finished default run's data.
 #
@@ -59,10 +59,11 @@ for seed in 42 43 44; do
     cp "$dir/$3/$1.pt" "$out/$3.pt"
   }
   student rnn_pretrained "$lm" "st_lm12_s$seed"
-  if [ "$seed" = 42 ]; then
-    student rnn_pretrained "$run/models/lm.pt" st_lm3_s42
-    student rnn_scratch "$lm" st_scratch_s42
-  else
+  student rnn_scratch "$lm" "st_scratch_s$seed"
+  if [ "$seed" != 44 ]; then  # seed 44's was not run (session time)
+    student rnn_pretrained "$run/models/lm.pt" "st_lm3_s$seed"
+  fi
+  if [ "$seed" != 42 ]; then
     mkdir -p "$dir/boe"
     python -m pipeline.stages.train bag_of_embeddings --params "$params" --data "$data" \
       --lm "$lm" --out-dir "$dir/boe" --reports "$dir/boe"
