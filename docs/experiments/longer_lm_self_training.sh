@@ -14,9 +14,12 @@
 #   bash docs/experiments/longer_lm_self_training.sh <finished run's root> <lm .pt> <out dir> \
 #       <n1000 params>
 #
-# Afterwards, in the finished run's root, score <out>/*.pt with
-# docs/experiments/compare_with_committed_run.py (--predictions: the ablation base's, for
-# seed 42's baselines; the others are scored models).
+# Afterwards, in the finished run's root, score the models with
+# docs/experiments/compare_with_committed_run.py: seed 42's students with --predictions the
+# ablation-base experiment's reports/plots/ (its baselines, nb_logreg among them); seeds 43
+# and 44 with --predictions an empty folder, their teacher as --model <out>/s<seed>/nb_logreg.pt
+# (an n-gram model is loaded by its stem, so it keeps its name and cannot sit beside a
+# committed nb_logreg).
 set -euo pipefail
 run=$(realpath "$1"); lm=$(realpath "$2"); out=$(realpath -m "$3"); n1000=$(realpath "$4")
 data=$run/data/vocab
@@ -44,20 +47,19 @@ for seed in (42, 43, 44):
         yaml.safe_dump(changed.model_dump(mode="json"), sort_keys=False))
 EOF
 
+student() {  # <variant> <lm .pt> <saved as>; the seed's $dir and $params
+  mkdir -p "$dir/$3"
+  python -m pipeline.stages.train "$1" --params "$params" --data "$data" --lm "$2" \
+    --pseudo-labels "$dir/pseudo_labels.parquet" --out-dir "$dir/$3" --reports "$dir/$3"
+  cp "$dir/$3/$1.pt" "$out/$3.pt"  # a unique stem: the name the comparison reports
+}
 for seed in 42 43 44; do
   dir=$out/s$seed; params=$out/st_s$seed.yaml
   mkdir -p "$dir"
   python -m pipeline.stages.train_ngrams nb_logreg --params "$params" --data "$data" \
     --out-dir "$dir" --reports "$dir"
-  cp "$dir/nb_logreg.pt" "$out/nb_n1000_s$seed.pt"  # a unique stem: the name the comparison reports
   python -m pipeline.stages.pseudo_label nb_logreg --params "$params" --data "$data" \
     --models "$dir" --out "$dir/pseudo_labels.parquet" --report "$dir/pseudo_labels.json"
-  student() {  # <variant> <lm .pt> <saved as>
-    mkdir -p "$dir/$3"
-    python -m pipeline.stages.train "$1" --params "$params" --data "$data" --lm "$2" \
-      --pseudo-labels "$dir/pseudo_labels.parquet" --out-dir "$dir/$3" --reports "$dir/$3"
-    cp "$dir/$3/$1.pt" "$out/$3.pt"
-  }
   student rnn_pretrained "$lm" "st_lm12_s$seed"
   student rnn_scratch "$lm" "st_scratch_s$seed"
   if [ "$seed" != 44 ]; then  # seed 44's was not run (session time)
