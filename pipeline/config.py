@@ -478,6 +478,7 @@ class Params(Section):
 VARIANTS: tuple[str, ...] = get_args(Variant)  # the PyTorch classifiers (train stage)
 # the scikit-learn baselines (train_ngrams stage; pipeline/ngrams.py) and their weighting
 NGRAM_BASELINES: dict[str, str] = {"tfidf_logreg": "tfidf", "nb_logreg": "nb"}
+NGRAM_KIND = "ngram_logreg"  # the "kind" their saved dicts hold (pipeline.ngrams)
 EVALUATED: tuple[str, ...] = get_args(Teacher)  # what evaluate scores, in this order
 # with params.yaml ensemble.directions [backward]: the classifier fine-tuned from the backward LM,
 # and the ensemble evaluated from its members' mean test probabilities

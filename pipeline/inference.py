@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.batching import Corpus
-from pipeline.config import NGRAM_BASELINES
-from pipeline.models import load_checkpoint
+from pipeline.config import NGRAM_KIND
+from pipeline.models import model_from_checkpoint, read_checkpoint
 from pipeline.runtime import Runtime
 from pipeline.tasks import predict_proba
 
@@ -19,15 +19,18 @@ def saved_classifier_proba(variant: str, models_dir: Path, corpus: Corpus, info:
                            runtime: Runtime) -> tuple[np.ndarray, float]:
     """The class probabilities of the classifier saved as ``models_dir/<variant>.pt`` on
     ``corpus`` and the seconds they took; ``info``: data/vocab/info.json, the vocabulary
-    it must have been trained with."""
+    it must have been trained with. What the file holds picks the loader, not its name, so
+    a copy of a model under any name scores the same."""
     path = models_dir / f"{variant}.pt"
-    if variant in NGRAM_BASELINES:
+    blob = read_checkpoint(path)
+    if blob.get("kind") == NGRAM_KIND:
         from pipeline.ngrams import NgramLogReg  # scikit-learn: only when it is asked for
 
-        ngrams, _ = NgramLogReg.load(path, info["vocab_sha256"])
+        ngrams, _ = NgramLogReg.from_checkpoint(blob, path, info["vocab_sha256"])
         started = time.perf_counter()
         return ngrams.predict_proba(corpus), time.perf_counter() - started
-    model, blob = load_checkpoint(path, None, info["vocab_size"], info["vocab_sha256"])
+    model, blob = model_from_checkpoint(blob, path, None, info["vocab_size"],
+                                        info["vocab_sha256"])
     model.to(runtime.device)
     started = time.perf_counter()
     probs = predict_proba(model, corpus, 256, blob["max_len"], runtime.device, runtime)

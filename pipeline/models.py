@@ -442,7 +442,14 @@ def load_checkpoint(path: Path, expect_kind: str | None = None, vocab_size: int 
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``), checked
     against the vocabulary it will read (its size, and its fingerprint where the checkpoint
     records one)."""
-    blob = read_checkpoint(path)
+    return model_from_checkpoint(read_checkpoint(path), path, expect_kind, vocab_size,
+                                 vocab_sha256)
+
+
+def model_from_checkpoint(blob: dict, path: Path, expect_kind: str | None = None,
+                          vocab_size: int | None = None,
+                          vocab_sha256: str | None = None) -> tuple[nn.Module, dict]:
+    """:func:`load_checkpoint` for a dict already read from ``path``."""
     try:
         kind, config = blob["kind"], blob["config"]
     except (KeyError, TypeError) as exc:

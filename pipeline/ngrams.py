@@ -28,10 +28,10 @@ import torch
 from scipy import sparse
 
 from pipeline.batching import Corpus
+from pipeline.config import NGRAM_KIND
 from pipeline.errors import PipelineError
 from pipeline.models import read_checkpoint
 
-KIND = "ngram_logreg"  # the saved dict's "kind"
 Weighting = Literal["tfidf", "nb"]
 
 
@@ -142,7 +142,7 @@ class NgramLogReg:
             ids = term.split(" ")
             grams[row, :len(ids)] = [int(i) for i in ids]
         idf = getattr(self.vectorizer, "idf_", None)
-        torch.save({"kind": KIND, "weighting": self.weighting,
+        torch.save({"kind": NGRAM_KIND, "weighting": self.weighting,
                     "ngrams": torch.from_numpy(grams),
                     **({"idf": torch.from_numpy(idf.astype(np.float64))} if idf is not None
                        else {}),
@@ -154,8 +154,13 @@ class NgramLogReg:
     def load(cls, path: Path, vocab_sha256: str) -> tuple[NgramLogReg, dict]:
         """The model and the saved dict (label names, variant...), checked against the
         vocabulary the token ids come from."""
-        blob = read_checkpoint(path)
-        if blob.get("kind") != KIND:
+        return cls.from_checkpoint(read_checkpoint(path), path, vocab_sha256)
+
+    @classmethod
+    def from_checkpoint(cls, blob: dict, path: Path,
+                        vocab_sha256: str) -> tuple[NgramLogReg, dict]:
+        """:meth:`load` for a dict already read from ``path``."""
+        if blob.get("kind") != NGRAM_KIND:
             raise PipelineError(f"{path} is not an n-gram + logistic regression model")
         if blob.get("vocab_sha256") != vocab_sha256:
             raise PipelineError(f"{path} was trained with another vocabulary: rerun "

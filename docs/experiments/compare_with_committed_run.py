@@ -10,7 +10,10 @@ evaluate.seed and bootstrap_samples), so the differences are paired as in
 reports/comparison.md. One Δ column per ``--vs`` (a committed variant or a scored model;
 default: the first ``--model``). ``--average`` adds one more row: the mean class
 probabilities of all ``--model`` classifiers (an RNN and an n-gram model make different
-mistakes: Mesnil et al. 2015's ensemble of an RNN LM and NBSVM). Run from the project root, e.g.:
+mistakes: Mesnil et al. 2015's ensemble of an RNN LM and NBSVM). ``--hybrid-with`` one more
+saved model (an n-gram baseline) adds the row the ensemble stage reports as
+``<ensemble>_with_<n-gram>``: the mean of that model's probabilities and the ``--average``
+row's, half each (not equal shares of all). Run from the project root, e.g.:
 
     python docs/experiments/compare_with_committed_run.py --model models/nb_logreg.pt
     python docs/experiments/compare_with_committed_run.py \
@@ -19,6 +22,9 @@ mistakes: Mesnil et al. 2015's ensemble of an RNN LM and NBSVM). Run from the pr
     python docs/experiments/compare_with_committed_run.py \
         --model models/self_trained/rnn_pretrained.pt --model models/nb_logreg.pt \
         --average --vs nb_logreg
+    python docs/experiments/compare_with_committed_run.py \
+        --model <out>/rp_lm12.pt --model <out>/rpb_lm12.pt --average \
+        --hybrid-with models/nb_logreg.pt --predictions <empty dir> --vs nb_logreg
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from pipeline.inference import saved_classifier_proba
 from pipeline.io import read_json
 from pipeline.metrics import accuracy_interval, bootstrap_indices, difference_interval
 from pipeline.runtime import setup
+from pipeline.stages.evaluate import hybrid_name
 from pipeline.stages.self_training import STUDENTS_DIR
 
 
@@ -88,10 +95,15 @@ def main() -> None:
                         help="a Δ column against this variant (default: the first --model)")
     parser.add_argument("--average", action="store_true",
                         help="also score the mean class probabilities of the --model classifiers")
+    parser.add_argument("--hybrid-with", type=Path,
+                        help="a saved classifier (an n-gram baseline) to average, half and "
+                             "half, with the --average row, as the ensemble stage does")
     parser.add_argument("--predictions", type=Path, default=Path("reports/plots"))
     args = parser.parse_args()
     if args.average and len(args.model) < 2:  # before minutes of scoring, not after
         raise PipelineError("--average needs at least two --model classifiers")
+    if args.hybrid_with and not args.average:
+        raise PipelineError("--hybrid-with averages with the --average row: add --average")
     params = load_params()
     runtime = setup(params.runtime)
     info = read_json(Path(args.data) / "info.json", ("vocab_sha256", "vocab_size", "label_names"))
@@ -101,7 +113,8 @@ def main() -> None:
     correct = committed_correct(args.predictions, test, info["label_names"])
     source = dict.fromkeys(correct, "committed run")
     named: dict[str, Path] = {}
-    for path in args.model:  # before minutes of scoring, not after
+    models = [*args.model, *([args.hybrid_with] if args.hybrid_with else [])]
+    for path in models:  # before minutes of scoring, not after
         name = model_name(path)
         if name in correct or name in named:
             where = (f"the committed run's classifiers ({args.predictions})" if name in correct
@@ -109,17 +122,25 @@ def main() -> None:
             raise PipelineError(f"--model {path}: {name} is already among {where}: copy the "
                                 f"file under another name")
         named[name] = path
-    scored = []
-    for path in args.model:
+    scored = {}
+    for path in models:
         name = model_name(path)
-        probs, seconds = saved_classifier_proba(path.stem, path.parent, test, info, runtime)
-        correct[name], source[name] = probs.argmax(1) == test.labels, str(path)
-        scored.append((name, probs))
+        scored[name], seconds = saved_classifier_proba(path.stem, path.parent, test, info,
+                                                       runtime)
+        correct[name], source[name] = scored[name].argmax(1) == test.labels, str(path)
         print(f"{path}: scored in {seconds:.0f} s")
     if args.average:
-        name = "mean(" + " + ".join(member for member, _ in scored) + ")"
-        mean = np.mean([probs for _, probs in scored], axis=0)
-        correct[name], source[name] = mean.argmax(1) == test.labels, "mean class probabilities"
+        members = [model_name(path) for path in args.model]
+        average = "mean(" + " + ".join(members) + ")"
+        mean = np.mean([scored[member] for member in members], axis=0)
+        correct[average], source[average] = (mean.argmax(1) == test.labels,
+                                             "mean class probabilities")
+    if args.hybrid_with:
+        ngram = model_name(args.hybrid_with)
+        hybrid = np.mean([mean, scored[ngram]], axis=0)
+        name = hybrid_name(average, ngram)
+        correct[name], source[name] = (hybrid.argmax(1) == test.labels,
+                                       f"mean of {average} and {ngram}, half each")
     against = args.vs or [model_name(args.model[0])]
     unknown = [name for name in against if name not in correct]
     if unknown:

@@ -18,8 +18,9 @@
 # docs/experiments/compare_with_committed_run.py: seed 42's students with --predictions the
 # ablation-base experiment's reports/plots/ (its baselines, nb_logreg among them); seeds 43
 # and 44 with --predictions an empty folder, their teacher as --model <out>/s<seed>/nb_logreg.pt
-# (an n-gram model is loaded by its stem, so it keeps its name and cannot sit beside a
-# committed nb_logreg).
+# (then, an n-gram model was loaded by its file's stem, so it could not be copied under
+# another name to sit beside a committed nb_logreg; since 2026-12-06 the loader goes by what
+# the file holds, and such a copy scores the same: tests/test_inference.py).
 set -euo pipefail
 run=$(realpath "$1"); lm=$(realpath "$2"); out=$(realpath -m "$3"); n1000=$(realpath "$4")
 data=$run/data/vocab
