@@ -5,8 +5,9 @@
 # pseudo-labels the 50,000 unlabeled ones (self_training's defaults: the 10,000 surest per
 # class), rnn_pretrained from the 12x LM trains on the 21,000, then on the 1,000 alone
 # (gold_epochs 6, kept only if valid improves). Controls: with every seed an rnn_scratch
-# student (does pretraining still matter once there are pseudo-labels?), with seeds 42-43 the
-# same student from the run's own 3 x 1,000-step LM. Seeds 43-44 also train their own
+# student (does pretraining still matter once there are pseudo-labels?), and the same student
+# from the run's own 3 x 1,000-step LM (seed 44's trained in a later session, 2026-12-06, with
+# this student step alone). Seeds 43-44 also train their own
 # bag_of_embeddings (seed 42's is the ablation base's).
 # One-off experiment, not a stage: it runs the pipeline's own train_ngrams, pseudo_label and
 # train stages on a finished default run's data.
@@ -63,9 +64,7 @@ for seed in 42 43 44; do
     --models "$dir" --out "$dir/pseudo_labels.parquet" --report "$dir/pseudo_labels.json"
   student rnn_pretrained "$lm" "st_lm12_s$seed"
   student rnn_scratch "$lm" "st_scratch_s$seed"
-  if [ "$seed" != 44 ]; then  # seed 44's was not run (session time)
-    student rnn_pretrained "$run/models/lm.pt" "st_lm3_s$seed"
-  fi
+  student rnn_pretrained "$run/models/lm.pt" "st_lm3_s$seed"
   if [ "$seed" != 42 ]; then
     mkdir -p "$dir/boe"
     python -m pipeline.stages.train bag_of_embeddings --params "$params" --data "$data" \
