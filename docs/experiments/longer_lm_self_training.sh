@@ -7,8 +7,8 @@
 # (gold_epochs 6, kept only if valid improves). Controls: with every seed an rnn_scratch
 # student (does pretraining still matter once there are pseudo-labels?), and the same student
 # from the run's own 3 x 1,000-step LM (seed 44's trained in a later session, 2026-12-06, with
-# this student step alone). Seeds 43-44 also train their own
-# bag_of_embeddings (seed 42's is the ablation base's).
+# this student step alone). Seeds 43-44 also train their own bag_of_embeddings (seed 42's is
+# the ablation base's).
 # One-off experiment, not a stage: it runs the pipeline's own train_ngrams, pseudo_label and
 # train stages on a finished default run's data.
 #
