@@ -25,6 +25,13 @@ together, as evaluate does.
     python -m pipeline.studies ablation --jobs 1
     python -m pipeline.studies pretraining-budget
     python -m pipeline.studies full-configuration   # hours: meant for a GPU
+
+``--set KEY=VALUE`` adds a setting to ``studies.common`` for one run of a study (a point's
+own settings still win), and ``--name NAME`` names that run's experiments ``NAME-<point>``
+and its reports ``reports/studies/NAME.*``, so a variant of a study (say the ablation on a
+longer language model) sits next to the committed one instead of replacing it:
+
+    python -m pipeline.studies ablation --set pretrain.epochs=12 --name ablation_lm12
 """
 
 from __future__ import annotations
@@ -33,10 +40,12 @@ import argparse
 import io
 import json
 import re
+import shlex
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -71,6 +80,24 @@ Reader = Callable[[str], str | None]  # a run's file (repo-relative path) -> its
 # experiment names DVC takes: git ref names (git-check-ref-format) without "/"; narrower
 # than git's rule (ASCII letters, digits, ".", "_", "-"), so whatever passes here passes there
 EXP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+@dataclass(frozen=True)
+class Names:
+    """What one run of a study is called: its experiments ``<prefix>-<point>``, its reports
+    ``reports/studies/<stem>.*``, and the command that made them (the reports quote it)."""
+
+    prefix: str
+    stem: str
+    command: str
+
+    @classmethod
+    def default(cls, study: str) -> Names:
+        return cls(PREFIXES[study], study, f"python -m pipeline.studies {cli_name(study)}")
+
+
+def cli_name(study: str) -> str:
+    return study.replace("_", "-")
 
 
 def dvc(*args: str) -> str:
@@ -397,10 +424,12 @@ def write_table(frame: pd.DataFrame, stem: str, markdown: str) -> None:
     print(markdown)
 
 
-def learning_curve_report(params: Params, source: str = "params.yaml") -> pd.DataFrame:
+def learning_curve_report(params: Params, source: str = "params.yaml",
+                          names: Names | None = None) -> pd.DataFrame:
+    names = names or Names.default("learning_curve")
     points = study_points(params, "learning_curve", source)
-    readers = point_readers("lc", list(points))
-    results = collect("lc", list(points), readers)
+    readers = point_readers(names.prefix, list(points))
+    results = collect(names.prefix, list(points), readers)
     table = [row | {"point": name} for name, metrics in results.items() for row in rows(metrics)]
     workspace = read_results(workspace_file)
     if workspace is not None:  # the main run (dvc repro) in the workspace: every label
@@ -421,7 +450,7 @@ def learning_curve_report(params: Params, source: str = "params.yaml") -> pd.Dat
         cells = {r.variant: f"{100 * r.accuracy:.2f} [{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]"
                  for r in row.itertuples()}
         lines.append(f"| {n:,} | " + " | ".join(cells.get(v, "—") for v in variants) + " |")
-    differences = learning_curve_differences(params, results, readers)
+    differences = learning_curve_differences(params, results, readers, names.prefix)
     if not differences.empty:
         pairs = list(dict.fromkeys(differences["pair"]))
         lines += ["", "Paired differences in points (95% interval over the same resampled "
@@ -433,21 +462,21 @@ def learning_curve_report(params: Params, source: str = "params.yaml") -> pd.Dat
                                             else (r.ci_low, r.ci_high))
                      for r in row.itertuples()}
             lines.append(f"| {n:,} | " + " | ".join(cells.get(p, "—") for p in pairs) + " |")
-    lines += ["", f"Each row is one `dvc exp run` (`lc-<point>`, params in {source} "
+    lines += ["", f"Each row is one `dvc exp run` (`{names.prefix}-<point>`, params in {source} "
               "`studies.learning_curve`); brackets: 95% bootstrap interval over the test set. "
               "The language model is the same for every row (all unlabeled and training text).",
-              "Made by `python -m pipeline.studies learning-curve`."]
-    write_table(frame, "learning_curve", "\n".join(lines) + "\n")
-    with atomic_path(OUT / "learning_curve_differences.csv") as tmp:
+              f"Made by `{names.command}`."]
+    write_table(frame, names.stem, "\n".join(lines) + "\n")
+    with atomic_path(OUT / f"{names.stem}_differences.csv") as tmp:
         differences.to_csv(tmp, index=False)
     from pipeline import plots
 
-    plots.learning_curve(frame, OUT / "learning_curve.png")
+    plots.learning_curve(frame, OUT / f"{names.stem}.png")
     return frame
 
 
 def learning_curve_differences(params: Params, results: dict[str, dict],
-                               readers: dict[str, Reader]) -> pd.DataFrame:
+                               readers: dict[str, Reader], prefix: str = "lc") -> pd.DataFrame:
     """Per point, rnn_pretrained against rnn_scratch (what pretraining is worth), the bag
     of embeddings and the n-gram baseline the hybrid uses, paired on the test set."""
     pairs = [("rnn_pretrained", other) for other in
@@ -457,7 +486,8 @@ def learning_curve_differences(params: Params, results: dict[str, dict],
     for name, metrics in results.items():
         accuracy = {row["variant"]: row for row in rows(metrics)}
         answers = read_predictions(readers[name], {v for pair in pairs for v in pair},
-                                   WORKSPACE if name == WORKSPACE else experiment_label("lc", name))
+                                   WORKSPACE if name == WORKSPACE
+                                   else experiment_label(prefix, name))
         for a, b in pairs:
             if a in accuracy and b in accuracy:
                 interval = paired(answers.get(a), answers.get(b)) or (np.nan, np.nan)
@@ -471,10 +501,12 @@ def learning_curve_differences(params: Params, results: dict[str, dict],
             .sort_values("train_examples", kind="stable"))
 
 
-def ablation_report(params: Params, source: str = "params.yaml") -> pd.DataFrame:
+def ablation_report(params: Params, source: str = "params.yaml",
+                    names: Names | None = None) -> pd.DataFrame:
+    names = names or Names.default("ablation")
     points = study_points(params, "ablation", source)
-    readers = point_readers("ablation", list(points))
-    results = collect("ablation", list(points), readers)
+    readers = point_readers(names.prefix, list(points))
+    results = collect(names.prefix, list(points), readers)
     base_name = next(iter(points))
     base = {r["variant"]: r for r in rows(results[base_name])}
 
@@ -483,13 +515,13 @@ def ablation_report(params: Params, source: str = "params.yaml") -> pd.DataFrame
         return [variant for variant in variants if variant.startswith("rnn_pretrained")]
 
     base_answers = read_predictions(readers[base_name], changed(base),
-                                    experiment_label("ablation", base_name))
+                                    experiment_label(names.prefix, base_name))
     paired = PairedDifferences(params)
     table = []
     for name, point in points.items():
         variants = changed(results[name]["classifiers"])
         answers = {} if name == base_name else read_predictions(
-            readers[name], variants, experiment_label("ablation", name))
+            readers[name], variants, experiment_label(names.prefix, name))
         for row in rows(results[name]):
             if name != base_name and row["variant"] not in variants:
                 continue
@@ -522,16 +554,18 @@ def ablation_report(params: Params, source: str = "params.yaml") -> pd.DataFrame
               "variant of the same run (rnn_scratch = no pretraining). Δ intervals are paired: "
               "the two runs' predictions on the same resampled test sets as evaluate's; they "
               "carry the test set's sampling noise, not the seed's.",
-              f"Made by `python -m pipeline.studies ablation` ({source} `studies.ablation`)."]
-    write_table(frame, "ablation", "\n".join(lines) + "\n")
+              f"Made by `{names.command}` ({source} `studies.ablation`)."]
+    write_table(frame, names.stem, "\n".join(lines) + "\n")
     return frame
 
 
-def cost_report(params: Params, study: str, source: str = "params.yaml") -> pd.DataFrame:
+def cost_report(params: Params, study: str, source: str = "params.yaml",
+                names: Names | None = None) -> pd.DataFrame:
     """Test accuracy vs training time of each point of a cost study (the pretraining budget
-    or the full configuration) next to the main run: reports/studies/<study>.{csv,md,png}."""
+    or the full configuration) next to the main run: reports/studies/<stem>.{csv,md,png}."""
+    names = names or Names.default(study)
     points = study_points(params, study, source)
-    prefix, title = COST_STUDIES[study]
+    prefix, title = names.prefix, COST_STUDIES[study][1]
     results: dict[str, dict] = {}
     workspace = read_results(workspace_file)
     if workspace is not None:  # the main run (dvc repro) in the workspace
@@ -560,11 +594,11 @@ def cost_report(params: Params, study: str, source: str = "params.yaml") -> pd.D
               "model(s) it starts from, as measured in that run; data preparation (shared, "
               "about 1 minute) and evaluation are not included. Results a config reuses "
               "unchanged from another (cached stages) are listed once.",
-              f"Made by `python -m pipeline.studies {study.replace('_', '-')}`."]
-    write_table(frame, study, "\n".join(lines) + "\n")
+              f"Made by `{names.command}`."]
+    write_table(frame, names.stem, "\n".join(lines) + "\n")
     from pipeline import plots
 
-    plots.accuracy_vs_cost(frame, OUT / f"{study}.png")
+    plots.accuracy_vs_cost(frame, OUT / f"{names.stem}.png")
     return frame
 
 
@@ -579,27 +613,70 @@ def positive_int(text: str) -> int:
     return value
 
 
+def setting(text: str) -> tuple[str, object]:
+    """--set KEY=VALUE, the value read as YAML like ``dvc exp run -S`` (12 -> int,
+    [backward] -> list, true -> bool); whether the key exists is checked with the points."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"{key}: the value is not valid YAML ({exc})") from None
+
+
+def run_name(text: str) -> str:
+    """--name: it becomes experiment names (<name>-<point>) and report file names."""
+    if not check_exp_name(f"{text}-x"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use letters, digits, '.', '_' and '-' (it names experiments and files)")
+    return text
+
+
+def with_common(params: Params, extra: dict[str, object]) -> Params:
+    """``params`` with ``extra`` added to studies.common (the points' own settings still
+    win); each key and value is checked as a setting of params.yaml."""
+    if not extra:
+        return params
+    with_overrides(params, extra, "--set")
+    studies = params.studies.model_copy(update={"common": params.studies.common | extra})
+    return params.model_copy(update={"studies": studies})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", choices=["learning-curve", "ablation",
-                                          *(key.replace("_", "-") for key in COST_STUDIES)])
+                                          *(cli_name(key) for key in COST_STUDIES)])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--jobs", type=positive_int, default=1,
                         help="experiments run at once (at least 1)")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild the report from experiments that already ran")
+    parser.add_argument("--set", dest="settings", metavar="KEY=VALUE", type=setting,
+                        action="append", default=[],
+                        help="add a setting to studies.common for this run (repeatable)")
+    parser.add_argument("--name", type=run_name, default=None,
+                        help="name this run: experiments <name>-<point>, reports "
+                             "reports/studies/<name>.* (default: the study's own)")
     args = parser.parse_args()
-    params = load_params(args.params)
     study = args.study.replace("-", "_")
+    params = with_common(load_params(args.params), dict(args.settings))
+    names = Names.default(study)
+    if args.settings or args.name or args.params != "params.yaml":
+        options = ([*(["--params", args.params] if args.params != "params.yaml" else []),
+                    *(f"--set={key}={json.dumps(value)}" for key, value in args.settings),
+                    *(["--name", args.name] if args.name else [])])
+        names = Names(args.name or names.prefix, args.name or names.stem,
+                      f"{names.command} {shlex.join(options)}")
     if not args.report_only:
-        queue(study_points(params, study, args.params), PREFIXES[study], args.jobs)
+        queue(study_points(params, study, args.params), names.prefix, args.jobs)
     if study == "learning_curve":
-        learning_curve_report(params, args.params)
+        learning_curve_report(params, args.params, names)
     elif study == "ablation":
-        ablation_report(params, args.params)
+        ablation_report(params, args.params, names)
     else:
-        cost_report(params, study, args.params)
+        cost_report(params, study, args.params, names)
 
 
 if __name__ == "__main__":

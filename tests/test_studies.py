@@ -370,6 +370,66 @@ def test_studies_errors_name_the_settings_file_given(
         run_studies_main(monkeypatch, "ablation", "--params", str(other))
 
 
+def test_set_and_name_run_a_variant_of_a_study_beside_the_committed_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--set adds to studies.common for one run (a point's own settings still win, values
+    read as YAML like `dvc exp run -S`); --name names its experiments and its reports, so
+    the committed ablation.* is left alone and the report says how it was made."""
+    other = settings_with_studies(tmp_path / "other.yaml", {"ablation": {
+        "base": {"set": {"classifier.train_examples": 16}},
+        "short_lm": {"description": "shorter LM", "set": {"pretrain.epochs": 2}}}})
+    queued: dict[str, dict[str, StudyPoint]] = {}
+    monkeypatch.setattr(pipeline.studies, "queue",
+                        lambda points, prefix, jobs: queued.update({prefix: points}))
+    collected: list[str] = []
+
+    def fake_collect(prefix: str, names: list[str], readers: object) -> dict[str, dict]:
+        collected.append(prefix)
+        return {name: fake_metrics(dict.fromkeys(VARIANTS, 0.75)) for name in names}
+
+    monkeypatch.setattr(pipeline.studies, "point_readers",
+                        lambda prefix, names: dict.fromkeys(names, lambda path: None))
+    monkeypatch.setattr(pipeline.studies, "collect", fake_collect)
+    monkeypatch.setattr(pipeline.studies, "OUT", tmp_path)
+    monkeypatch.setattr(sys, "argv", [
+        "studies", "ablation", "--params", str(other), "--set", "pretrain.epochs=12",
+        "--set", "ensemble.directions=[backward]", "--name", "ablation_lm12"])
+    pipeline.studies.main()
+
+    [(prefix, points)] = queued.items()
+    assert prefix == collected[0] == "ablation_lm12"  # experiments ablation_lm12-<point>
+    assert points["base"].set["pretrain.epochs"] == 12  # an int, as dvc exp run -S reads it
+    assert points["base"].set["ensemble.directions"] == ["backward"]
+    assert points["short_lm"].set["pretrain.epochs"] == 2  # the point's own setting wins
+    assert points["short_lm"].set["classifier.train_examples"] == 16  # and the base's
+    assert not (tmp_path / "ablation.md").exists()
+    markdown = (tmp_path / "ablation_lm12.md").read_text()
+    assert (f"Made by `python -m pipeline.studies ablation --params {other} "
+            "--set=pretrain.epochs=12 '--set=ensemble.directions=[\"backward\"]' "
+            "--name ablation_lm12`") in markdown
+    table = pd.read_csv(tmp_path / "ablation_lm12.csv")
+    assert "pretrain.epochs=12" in table.set[0]
+
+    # a misspelt or out-of-range --set fails before anything is queued, naming --set
+    queued.clear()
+    for bad, error in (("classifier.rnn_pretrained.poolng=last",
+                        "classifier.rnn_pretrained.poolng: unknown key"),
+                       ("pretrain.epochs=0", "pretrain.epochs: Input should be greater")):
+        monkeypatch.setattr(sys, "argv", ["studies", "ablation", "--params", str(other),
+                                          "--set", bad])
+        with pytest.raises(PipelineError, match=f"invalid settings in --set:\n  {error}"):
+            pipeline.studies.main()
+    # so do a --set without "=" and a --name DVC would refuse as an experiment name
+    for argv, error in ((["--set", "pretrain.epochs"], "expected KEY=VALUE"),
+                        (["--name", "lm 12"], "use letters, digits")):
+        monkeypatch.setattr(sys, "argv", ["studies", "ablation", "--params", str(other), *argv])
+        with pytest.raises(SystemExit) as exited:
+            pipeline.studies.main()
+        assert exited.value.code == 2 and error in capsys.readouterr().err
+    assert queued == {}
+
+
 def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
                                             request: pytest.FixtureRequest) -> None:
     studies = {
