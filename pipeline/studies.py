@@ -425,13 +425,15 @@ def write_table(frame: pd.DataFrame, stem: str, markdown: str) -> None:
 
 
 def learning_curve_report(params: Params, source: str = "params.yaml",
-                          names: Names | None = None) -> pd.DataFrame:
+                          names: Names | None = None, main_run: bool = True) -> pd.DataFrame:
+    """``main_run``: add the workspace's run (dvc repro) as the all-labels point when no point
+    has every label; off for a run with --set, whose settings the main run does not share."""
     names = names or Names.default("learning_curve")
     points = study_points(params, "learning_curve", source)
     readers = point_readers(names.prefix, list(points))
     results = collect(names.prefix, list(points), readers)
     table = [row | {"point": name} for name, metrics in results.items() for row in rows(metrics)]
-    workspace = read_results(workspace_file)
+    workspace = read_results(workspace_file) if main_run else None
     if workspace is not None:  # the main run (dvc repro) in the workspace: every label
         sizes = {row["train_examples"] for row in table}
         extra = [row | {"point": "all"} for row in rows(workspace)
@@ -672,7 +674,7 @@ def main() -> None:
     if not args.report_only:
         queue(study_points(params, study, args.params), names.prefix, args.jobs)
     if study == "learning_curve":
-        learning_curve_report(params, args.params, names)
+        learning_curve_report(params, args.params, names, main_run=not args.settings)
     elif study == "ablation":
         ablation_report(params, args.params, names)
     else:

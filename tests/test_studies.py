@@ -253,6 +253,20 @@ def test_study_differences_are_paired_on_evaluates_resamples(
     monkeypatch.chdir(tmp_path)  # no workspace run here
     pipeline.studies.learning_curve_report(params.model_copy(update={
         "studies": StudiesParams(learning_curve={"base": StudyPoint(set={})})}))
+    # a main run in the workspace joins the curve (every label), unless told it is no point
+    # of this curve (a run with --set: the main run does not have those settings)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/metrics.json").write_text(json.dumps(fake_metrics(
+        dict.fromkeys(variants, 0.9), 22500)))
+    for main_run, sizes in ((False, [200]), (True, [200, 22500])):
+        pipeline.studies.learning_curve_report(params.model_copy(update={
+            "studies": StudiesParams(learning_curve={"base": StudyPoint(set={})})}),
+            main_run=main_run)
+        curve = pd.read_csv(tmp_path / "learning_curve.csv")
+        assert sorted(curve.train_examples.unique()) == sizes
+    (tmp_path / "reports/metrics.json").unlink()
+    pipeline.studies.learning_curve_report(params.model_copy(update={
+        "studies": StudiesParams(learning_curve={"base": StudyPoint(set={})})}))
     differences = pd.read_csv(tmp_path / "learning_curve_differences.csv").set_index("pair")
     pretraining = differences.loc["rnn_pretrained − rnn_scratch"]
     assert pretraining.delta == pytest.approx(base.mean() - scratch.mean())
