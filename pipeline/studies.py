@@ -617,7 +617,7 @@ def positive_int(text: str) -> int:
 
 def setting(text: str) -> tuple[str, object]:
     """--set KEY=VALUE, the value read as YAML like ``dvc exp run -S`` (12 -> int,
-    [backward] -> list, true -> bool); whether the key exists is checked with the points."""
+    [backward] -> list, true -> bool); whether the key exists is checked by with_common."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")

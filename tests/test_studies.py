@@ -251,22 +251,19 @@ def test_study_differences_are_paired_on_evaluates_resamples(
         f"{100 * expected[0]:+.2f}", "+2.50").replace(f"{100 * expected[1]:+.2f}", "+7.50")
 
     monkeypatch.chdir(tmp_path)  # no workspace run here
-    pipeline.studies.learning_curve_report(params.model_copy(update={
-        "studies": StudiesParams(learning_curve={"base": StudyPoint(set={})})}))
+    curve_params = params.model_copy(update={
+        "studies": StudiesParams(learning_curve={"base": StudyPoint(set={})})})
     # a main run in the workspace joins the curve (every label), unless told it is no point
     # of this curve (a run with --set: the main run does not have those settings)
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports/metrics.json").write_text(json.dumps(fake_metrics(
         dict.fromkeys(variants, 0.9), 22500)))
     for main_run, sizes in ((False, [200]), (True, [200, 22500])):
-        pipeline.studies.learning_curve_report(params.model_copy(update={
-            "studies": StudiesParams(learning_curve={"base": StudyPoint(set={})})}),
-            main_run=main_run)
+        pipeline.studies.learning_curve_report(curve_params, main_run=main_run)
         curve = pd.read_csv(tmp_path / "learning_curve.csv")
         assert sorted(curve.train_examples.unique()) == sizes
     (tmp_path / "reports/metrics.json").unlink()
-    pipeline.studies.learning_curve_report(params.model_copy(update={
-        "studies": StudiesParams(learning_curve={"base": StudyPoint(set={})})}))
+    pipeline.studies.learning_curve_report(curve_params)
     differences = pd.read_csv(tmp_path / "learning_curve_differences.csv").set_index("pair")
     pretraining = differences.loc["rnn_pretrained − rnn_scratch"]
     assert pretraining.delta == pytest.approx(base.mean() - scratch.mean())
