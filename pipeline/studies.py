@@ -11,8 +11,8 @@
 * ``pretraining-budget`` — one experiment per pretraining length (or any other cost
   setting), plus the main run, then reports/studies/pretraining_budget.{csv,md,png}:
   test accuracy vs training time (classifier + its language models) per variant.
-* ``full-configuration`` — the same for the large configuration meant for a GPU or a
-  long CPU run (reports/studies/full_configuration.{csv,md,png}).
+* ``full-configuration`` — the same for the largest configurations: one for a long CPU
+  run, one the size of AWD-LSTM for a GPU (reports/studies/full_configuration.{csv,md,png}).
 
 All are read from params.yaml's ``studies`` section, queued with ``dvc exp run
 --queue`` (so each run lands in MLflow under its experiment name, like any other
@@ -24,7 +24,7 @@ together, as evaluate does.
     python -m pipeline.studies learning-curve
     python -m pipeline.studies ablation --jobs 1
     python -m pipeline.studies pretraining-budget
-    python -m pipeline.studies full-configuration   # hours: meant for a GPU
+    python -m pipeline.studies full-configuration   # days on a CPU: its AWD-LSTM-sized point
 
 ``--set KEY=VALUE`` adds a setting to ``studies.common`` for one run of a study (a point's
 own settings still win), and ``--name NAME`` names that run's experiments ``NAME-<point>``
@@ -32,6 +32,11 @@ and its reports ``reports/studies/NAME.*``, so a variant of a study (say the abl
 longer language model) sits next to the committed one instead of replacing it:
 
     python -m pipeline.studies ablation --set pretrain.epochs=12 --name ablation_lm12
+
+``--only POINT`` (repeatable) runs and reports only the points named, e.g. the full
+configuration's long CPU run without its GPU-sized one:
+
+    python -m pipeline.studies full-configuration --only long_cpu
 """
 
 from __future__ import annotations
@@ -645,6 +650,23 @@ def with_common(params: Params, extra: dict[str, object]) -> Params:
     return params.model_copy(update={"studies": studies})
 
 
+def with_only(params: Params, study: str, only: list[str], source: str) -> Params:
+    """``params`` with studies.<study> narrowed to the points named in ``only`` (in
+    params.yaml's order); the ablation keeps its base, the first point, which every other
+    is compared with."""
+    if not only:
+        return params
+    points: dict[str, StudyPoint] = getattr(params.studies, study)
+    unknown = [name for name in only if name not in points]
+    if unknown:
+        raise PipelineError(f"--only {', '.join(unknown)}: no such point in studies.{study} "
+                            f"of {source} (its points: {', '.join(points) or 'none'})")
+    keep = set(only) | ({next(iter(points))} if study == "ablation" else set())
+    narrowed = {name: point for name, point in points.items() if name in keep}
+    studies = params.studies.model_copy(update={study: narrowed})
+    return params.model_copy(update={"studies": studies})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -661,13 +683,18 @@ def main() -> None:
     parser.add_argument("--name", type=run_name, default=None,
                         help="name this run: experiments <name>-<point>, reports "
                              "reports/studies/<name>.* (default: the study's own)")
+    parser.add_argument("--only", metavar="POINT", action="append", default=[],
+                        help="run and report only this point of the study (repeatable; "
+                             "the ablation keeps its base)")
     args = parser.parse_args()
     study = args.study.replace("-", "_")
-    params = with_common(load_params(args.params), dict(args.settings))
+    params = with_only(with_common(load_params(args.params), dict(args.settings)), study,
+                       args.only, args.params)
     names = Names.default(study)
-    if args.settings or args.name or args.params != "params.yaml":
+    if args.settings or args.name or args.only or args.params != "params.yaml":
         options = ([*(["--params", args.params] if args.params != "params.yaml" else []),
                     *(f"--set={key}={json.dumps(value)}" for key, value in args.settings),
+                    *(option for point in args.only for option in ("--only", point)),
                     *(["--name", args.name] if args.name else [])])
         names = Names(args.name or names.prefix, args.name or names.stem,
                       f"{names.command} {shlex.join(options)}")

@@ -441,6 +441,46 @@ def test_set_and_name_run_a_variant_of_a_study_beside_the_committed_one(
     assert queued == {}
 
 
+def test_only_runs_and_reports_the_points_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--only POINT: the full configuration's long CPU run without its GPU-sized one (days
+    on a CPU); the ablation keeps its base, which every other point is compared with; a
+    point that does not exist fails before anything is queued, listing the points."""
+    other = settings_with_studies(tmp_path / "other.yaml", {
+        "full_configuration": {"long_cpu": {"set": {"pretrain.epochs": 12}},
+                               "gpu_size": {"set": {"model.hidden": 1150}}},
+        "ablation": {"base": {"set": {"classifier.train_examples": 16}},
+                     "short_lm": {"set": {"pretrain.epochs": 2}},
+                     "no_concat": {"set": {"classifier.rnn_pretrained.pooling": "last"}}}})
+    monkeypatch.setattr(pipeline.studies, "OUT", tmp_path)
+    monkeypatch.setattr(pipeline.studies, "read_results", lambda read, where="": None)
+    collected: list[list[str]] = []
+
+    def fake_collect(prefix: str, names: list[str], readers: object = None
+                     ) -> dict[str, dict]:
+        collected.append(names)
+        return {name: fake_metrics(dict.fromkeys(VARIANTS, 0.75)) for name in names}
+
+    monkeypatch.setattr(pipeline.studies, "collect", fake_collect)
+    monkeypatch.setattr(pipeline.studies, "point_readers",
+                        lambda prefix, names: dict.fromkeys(names, lambda path: None))
+    assert run_studies_main(monkeypatch, "full-configuration", "--params", str(other),
+                            "--only", "long_cpu") == ["long_cpu"]
+    assert collected == [["long_cpu"]]
+    markdown = (tmp_path / "full_configuration.md").read_text()
+    assert "long_cpu: pretrain.epochs=12" in markdown and "gpu_size" not in markdown
+    assert (f"Made by `python -m pipeline.studies full-configuration --params {other} "
+            "--only long_cpu`") in markdown
+    assert run_studies_main(monkeypatch, "ablation", "--params", str(other),
+                            "--only", "no_concat") == ["base", "no_concat"]
+    for argv in (["full-configuration", "--only", "long"],
+                 ["ablation", "--only", "no_concat", "--only", "base_lm"]):
+        with pytest.raises(PipelineError, match=r"^--only (long|base_lm): no such point in "
+                                                r"studies\.\w+ of .*other.yaml \(its points: "):
+            queued = run_studies_main(monkeypatch, *argv, "--params", str(other))
+            raise AssertionError(f"queued {queued}")
+
+
 def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
                                             request: pytest.FixtureRequest) -> None:
     studies = {
