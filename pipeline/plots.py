@@ -106,9 +106,16 @@ def accuracy_vs_cost(frame: pd.DataFrame, path: Path) -> None:
         errors = [acc - 100 * rows["ci_low"], 100 * rows["ci_high"] - acc]
         ax.errorbar(minutes, acc, yerr=errors, marker="o", capsize=3, label=variant)
         if "config" in rows:
+            # configs that gave a variant the same result (a baseline no config changed) share
+            # one label: printed one on another they were unreadable
+            labels: dict[tuple[float, float], list[str]] = {}
             for x, y, config in zip(minutes, acc, rows["config"], strict=True):
-                ax.annotate(str(config), (x, y), textcoords="offset points", xytext=(4, -10),
-                            fontsize=7)
+                near = next((key for key in labels  # within a minute, the same accuracy
+                             if abs(key[0] - x) < 1 and abs(key[1] - y) < 0.005), (x, y))
+                labels.setdefault(near, []).append(str(config))
+            for (x, y), configs in labels.items():
+                ax.annotate(", ".join(configs), (x, y), textcoords="offset points",
+                            xytext=(4, -10), fontsize=7)
     ax.set(xlabel="training time, classifier + its language model(s) (minutes)",
            ylabel="test accuracy %", title="Accuracy vs training cost (95% bootstrap intervals)")
     ax.grid(alpha=0.3)
