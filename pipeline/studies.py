@@ -134,6 +134,11 @@ def check_exp_name(name: str) -> bool:
             and not name.endswith((".lock", ".")))
 
 
+def ablation_base(points: dict[str, StudyPoint]) -> str:
+    """The ablation's base: its first point, which every other changes one thing from."""
+    return next(iter(points))
+
+
 def study_points(params: Params, study: str, source: str = "params.yaml"
                  ) -> dict[str, StudyPoint]:
     """A study's points with everything each sets: ``studies.common``, then (ablation
@@ -148,7 +153,7 @@ def study_points(params: Params, study: str, source: str = "params.yaml"
                 f"{source} studies.{study}.{name}: the experiment name "
                 f"{PREFIXES[study]}-{name} is not one DVC takes: use letters, digits, '.', "
                 "'_' and '-' (no spaces, no '..', not ending in '.' or '.lock')")
-    base = next(iter(points.values())).set if study == "ablation" else {}
+    base = points[ablation_base(points)].set if study == "ablation" else {}
     merged = {name: StudyPoint(set=params.studies.common | base | point.set,
                                description=point.description)
               for name, point in points.items()}
@@ -514,7 +519,7 @@ def ablation_report(params: Params, source: str = "params.yaml",
     points = study_points(params, "ablation", source)
     readers = point_readers(names.prefix, list(points))
     results = collect(names.prefix, list(points), readers)
-    base_name = next(iter(points))
+    base_name = ablation_base(points)
     base = {r["variant"]: r for r in rows(results[base_name])}
 
     def changed(variants: Collection[str]) -> list[str]:
@@ -661,7 +666,7 @@ def with_only(params: Params, study: str, only: list[str], source: str) -> Param
     if unknown:
         raise PipelineError(f"--only {', '.join(unknown)}: no such point in studies.{study} "
                             f"of {source} (its points: {', '.join(points) or 'none'})")
-    keep = set(only) | ({next(iter(points))} if study == "ablation" else set())
+    keep = set(only) | ({ablation_base(points)} if study == "ablation" else set())
     narrowed = {name: point for name, point in points.items() if name in keep}
     studies = params.studies.model_copy(update={study: narrowed})
     return params.model_copy(update={"studies": studies})
