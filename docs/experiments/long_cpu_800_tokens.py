@@ -1,0 +1,109 @@
+"""The full configuration's long_cpu point fine-tuned on 800 tokens per review instead of 400.
+
+One-off experiment, not a stage (2026-12-06). In a finished long_cpu run (its 12 x 1,000-step
+forward and backward language models, its classifiers fine-tuned on 400 tokens, its
+nb_logreg), fine-tune one classifier per direction with max_len 800 (everything else as the
+point: 3 epochs, adversarial training), then score singles, forward + backward ensembles, the
+four together and each with nb_logreg, on evaluate's bootstrap resamples (paired), against
+the run's own 400-token ensemble. Run from anywhere:
+
+    python docs/experiments/long_cpu_800_tokens.py <long_cpu run root> <out dir>
+
+It trains for about 21 minutes on the 2-core Xeon, then scores for 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(PROJECT))
+
+from pipeline.batching import Corpus  # noqa: E402
+from pipeline.config import load_params, with_overrides  # noqa: E402
+from pipeline.inference import saved_classifier_proba  # noqa: E402
+from pipeline.io import read_json  # noqa: E402
+from pipeline.metrics import accuracy_interval, bootstrap_indices, difference_interval  # noqa: E402
+from pipeline.runtime import setup  # noqa: E402
+from pipeline.studies import study_points  # noqa: E402
+
+DIRECTIONS = {"rnn_pretrained": "lm.pt", "rnn_pretrained_backward": "lm_backward.pt"}
+
+
+def fine_tune(run: Path, out: Path) -> None:
+    """The long_cpu point's params (the project's params.yaml and the point's settings) with
+    800 tokens per review, and one classifier per direction."""
+    base = load_params(PROJECT / "params.yaml")
+    point = study_points(base, "full_configuration")["long_cpu"].set
+    params = with_overrides(base, {**point, "classifier.max_len": 800,
+                                   "runtime.checkpoint_dir": str(out / "checkpoints")},
+                            "long_cpu with 800 tokens")
+    params_file = out / "params_800.yaml"
+    params_file.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ.get(
+        "MLFLOW_TRACKING_URI", f"sqlite:///{out}/mlflow.db")}
+    for variant, lm in DIRECTIONS.items():
+        if (out / f"{variant}.pt").exists():
+            continue
+        subprocess.run([sys.executable, "-m", "pipeline.stages.train", variant,
+                        "--params", str(params_file), "--data", str(run / "data/vocab"),
+                        "--lm", str(run / "models" / lm), "--out-dir", str(out),
+                        "--reports", str(out)], check=True, cwd=PROJECT, env=env)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="a finished long_cpu run's root")
+    parser.add_argument("out", type=Path, help="where the 800-token classifiers go")
+    args = parser.parse_args()
+    run, out = args.run.resolve(), args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    fine_tune(run, out)
+
+    params = load_params(PROJECT / "params.yaml")  # evaluate's resamples, the runtime
+    runtime = setup(params.runtime)
+    data = run / "data/vocab"
+    info = read_json(data / "info.json", ("vocab_sha256", "vocab_size", "label_names"))
+    test = Corpus.load(data, "test")
+    indices = bootstrap_indices(len(test), params.evaluate.bootstrap_samples,
+                                params.evaluate.seed)
+    files = {"forward 800": out / "rnn_pretrained.pt",
+             "backward 800": out / "rnn_pretrained_backward.pt",
+             "forward 400": run / "models/rnn_pretrained.pt",
+             "backward 400": run / "models/rnn_pretrained_backward.pt",
+             "nb_logreg": run / "models/nb_logreg.pt"}
+    proba = {name: saved_classifier_proba(path.stem, path.parent, test, info, runtime)[0]
+             for name, path in files.items()}
+    rows = dict(proba)
+    rows["ensemble 800"] = (proba["forward 800"] + proba["backward 800"]) / 2
+    rows["ensemble 400"] = (proba["forward 400"] + proba["backward 400"]) / 2
+    rows["all four"] = (rows["ensemble 800"] + rows["ensemble 400"]) / 2
+    for ensemble in ("ensemble 800", "ensemble 400", "all four"):  # as the ensemble stage
+        rows[f"{ensemble} with nb_logreg"] = (rows[ensemble] + proba["nb_logreg"]) / 2
+    correct = {name: p.argmax(1) == test.labels for name, p in rows.items()}
+    against = ("ensemble 400", "nb_logreg")
+    print("| classifier | test accuracy [95% CI] | "
+          + " | ".join(f"Δ vs {name} [95% CI]" for name in against) + " |")
+    print("|---|---|" + "---|" * len(against))
+    for name, right in sorted(correct.items(), key=lambda item: -item[1].mean()):
+        low, high = accuracy_interval(right, indices)
+        cells = [f"{100 * right.mean():.2f}% [{100 * low:.2f}, {100 * high:.2f}]"]
+        for other in against:
+            diff_low, diff_high = difference_interval(right, correct[other], indices)
+            cells.append("—" if other == name else
+                         f"{100 * (right.mean() - correct[other].mean()):+.2f} "
+                         f"[{100 * diff_low:+.2f}, {100 * diff_high:+.2f}]")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    np.savez(out / "test_probabilities.npz", **{k.replace(" ", "_"): v for k, v in rows.items()})
+
+
+if __name__ == "__main__":
+    main()
