@@ -25,12 +25,15 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare_with_committed_run
+
+from compare_with_committed_run import comparison_table  # noqa: E402
 
 from pipeline.batching import Corpus  # noqa: E402
 from pipeline.config import load_params, with_overrides  # noqa: E402
 from pipeline.inference import saved_classifier_proba  # noqa: E402
 from pipeline.io import read_json  # noqa: E402
-from pipeline.metrics import accuracy_interval, bootstrap_indices, difference_interval  # noqa: E402
+from pipeline.metrics import bootstrap_indices  # noqa: E402
 from pipeline.runtime import setup  # noqa: E402
 from pipeline.studies import study_points  # noqa: E402
 
@@ -89,19 +92,9 @@ def main() -> None:
     for ensemble in ("ensemble 800", "ensemble 400", "all four"):  # as the ensemble stage
         rows[f"{ensemble} with nb_logreg"] = (rows[ensemble] + proba["nb_logreg"]) / 2
     correct = {name: p.argmax(1) == test.labels for name, p in rows.items()}
-    against = ("ensemble 400", "nb_logreg")
-    print("| classifier | test accuracy [95% CI] | "
-          + " | ".join(f"Δ vs {name} [95% CI]" for name in against) + " |")
-    print("|---|---|" + "---|" * len(against))
-    for name, right in sorted(correct.items(), key=lambda item: -item[1].mean()):
-        low, high = accuracy_interval(right, indices)
-        cells = [f"{100 * right.mean():.2f}% [{100 * low:.2f}, {100 * high:.2f}]"]
-        for other in against:
-            diff_low, diff_high = difference_interval(right, correct[other], indices)
-            cells.append("—" if other == name else
-                         f"{100 * (right.mean() - correct[other].mean()):+.2f} "
-                         f"[{100 * diff_low:+.2f}, {100 * diff_high:+.2f}]")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    source = {name: str(files[name]) if name in files else "mean class probabilities"
+              for name in rows}
+    print("\n".join(comparison_table(correct, ("ensemble 400", "nb_logreg"), source, indices)))
     np.savez(out / "test_probabilities.npz", **{k.replace(" ", "_"): v for k, v in rows.items()})
 
 
