@@ -3,9 +3,12 @@
 Project ("A"): ``pipeline.tasks.predict_proba`` as the evaluate stage calls it (batches of
 256 reviews of similar length, truncated to ``classifier.max_len``, or to the checkpoint's
 ``max_len``: whole reviews for a BPT3C classifier, bf16 autocast where the CPU has it, via
-``pipeline.runtime.setup``). Reference ("B"): the same model, the same
+``pipeline.runtime.setup``, and the model loaded as evaluate loads it,
+``pipeline.inference.for_inference``: an LSTM's weights in bf16 there). Reference ("B"):
+the same model, the same
 collate/truncation and autocast, but batches taken in the corpus's original order, so each
-batch is padded to its longest review.
+batch is padded to its longest review. Where the project's model holds bf16 weights, also C:
+its batches with the fp32 weights under autocast, as evaluate ran before 2026-12-06.
 
 Reviews: the test split from a pipeline run (``data/vocab/test_*.npy``, all 25,000) when
 it exists, else synthetic reviews whose lengths follow IMDB's (log-normal, mean ~270
@@ -19,6 +22,7 @@ reviews on CPU (``seconds_per_25k`` extrapolates when fewer are run).
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -41,6 +45,7 @@ from benchmarks.common import (  # noqa: E402
 from pipeline.batching import Corpus, bucket_batches, collate  # noqa: E402
 from pipeline.config import RuntimeParams, load_params  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.inference import for_inference  # noqa: E402
 from pipeline.io import read_json  # noqa: E402
 from pipeline.models import EncoderConfig, RNNClassifier, load_checkpoint  # noqa: E402
 from pipeline.runtime import Runtime, setup  # noqa: E402
@@ -139,7 +144,8 @@ def benchmark(args: argparse.Namespace) -> None:
     else:
         torch.manual_seed(params.runtime.seed)
         model = RNNClassifier(EncoderConfig.of(params.model, vocab), 2)
-    model.to(runtime.device).eval()
+    fp32_model = copy.deepcopy(model).to(runtime.device).eval()
+    model = for_inference(model, runtime)  # as evaluate loads it (bf16 weights where exact)
     encoder: EncoderConfig = model.encoder.config  # a checkpoint's may differ from params.yaml
     lengths = corpus.lengths if max_len is None else np.minimum(corpus.lengths, max_len)
     read = "(whole reviews: no truncation)" if max_len is None else f"after truncation to {max_len}"
@@ -152,6 +158,9 @@ def benchmark(args: argparse.Namespace) -> None:
                                          runtime.device, runtime),
         "reference": lambda: unbucketed_proba(model, corpus, args.batch_size, max_len, runtime),
     }
+    if next(model.parameters()).dtype != torch.float32:  # C: the weights evaluate kept before
+        runs["fp32_weights"] = lambda: predict_proba(fp32_model, corpus, args.batch_size,
+                                                     max_len, runtime.device, runtime)
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     outputs: dict[str, np.ndarray] = {}
     for repeat in range(1, args.repeats + 1):
@@ -159,8 +168,8 @@ def benchmark(args: argparse.Namespace) -> None:
             elapsed, probs = timed(run)
             seconds[name].append(elapsed)
             outputs.setdefault(name, probs)
-        log(f"repeat {repeat}/{args.repeats}: project {seconds['project'][-1]:.1f} s, "
-            f"reference {seconds['reference'][-1]:.1f} s")
+        log(f"repeat {repeat}/{args.repeats}: " + ", ".join(
+            f"{name} {values[-1]:.1f} s" for name, values in seconds.items()))
     agree = float((outputs["project"].argmax(1) == outputs["reference"].argmax(1)).mean())
     max_diff = float(np.abs(outputs["project"] - outputs["reference"]).max())
 
@@ -196,6 +205,15 @@ def benchmark(args: argparse.Namespace) -> None:
         "speedup_is": "reference seconds / project seconds (medians)",
         "predictions_agree": rounded(agree, 4),
         "max_prob_diff": rounded(max_diff),
+        **({"fp32_weights": {**figures("fp32_weights", bucketed),
+                             "what": "project's batches, the model's fp32 weights under "
+                                     "autocast (evaluate before 2026-12-06)"},
+            "weights_speedup": rounded(median(seconds["fp32_weights"])
+                                       / median(seconds["project"])),
+            "weights_speedup_is": "fp32_weights seconds / project seconds (medians)",
+            "weights_max_prob_diff": rounded(float(np.abs(
+                outputs["fp32_weights"] - outputs["project"]).max()))}
+           if "fp32_weights" in runs else {}),
         "target_seconds_per_25k": TARGET_SECONDS_25K,
         "meets_target": bool(project["seconds_per_25k"] <= TARGET_SECONDS_25K),
         "target_extrapolated": len(corpus) != 25_000,

@@ -14,6 +14,7 @@ import torch
 from benchmarks.bench_inference import parse_args, synthetic_corpus
 from pipeline.config import load_params
 from pipeline.models import EncoderConfig, RNNClassifier, save_checkpoint
+from pipeline.runtime import cpu_has_bf16
 from tests.conftest import REPO, run
 
 SCRIPT = "benchmarks/bench_inference.py"
@@ -82,6 +83,12 @@ def test_bpt3c_checkpoint_reads_whole_reviews(tmp_path: Path) -> None:
     assert line["config"]["real_tokens"] == whole
     assert f"{whole:,} tokens (whole reviews: no truncation)" in result.stderr
     assert line["predictions_agree"] == 1.0
+    # where the CPU has bf16, evaluate's bf16 weights are timed beside the fp32 ones they
+    # replaced, with the same probabilities
+    assert ("weights_max_prob_diff" in line) == cpu_has_bf16()
+    if cpu_has_bf16():
+        assert line["weights_max_prob_diff"] == 0.0
+        assert line["fp32_weights"]["samples_s"] and line["weights_speedup"] > 0
 
 
 def test_bpt3c_params_read_whole_reviews_without_a_checkpoint(

@@ -4,6 +4,7 @@ the same as the original."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -12,10 +13,17 @@ import pytest
 import torch
 
 from pipeline.errors import PipelineError
-from pipeline.inference import saved_classifier_proba
-from pipeline.models import EncoderConfig, RNNClassifier, encoder_dict, save_checkpoint
+from pipeline.inference import for_inference, saved_classifier_proba
+from pipeline.models import (
+    BagOfEmbeddings,
+    EncoderConfig,
+    RNNClassifier,
+    encoder_dict,
+    save_checkpoint,
+)
 from pipeline.ngrams import NgramLogReg
-from pipeline.runtime import Runtime
+from pipeline.runtime import Runtime, cpu_has_bf16
+from pipeline.tasks import predict_proba
 from tests.test_ngrams import reviews
 
 VOCAB = {"vocab_size": 50, "vocab_sha256": "a" * 64}
@@ -58,3 +66,29 @@ def test_an_rnn_checkpoint_under_an_ngram_baselines_name_loads_as_an_rnn(tmp_pat
 def test_a_missing_model_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="missing model file: .*tfidf_logreg.pt"):
         saved_classifier_proba("tfidf_logreg", tmp_path, reviews(4, seed=1), VOCAB, CPU)
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="needs a CPU with native bf16 (AVX-512-BF16 or AMX)")
+@pytest.mark.parametrize("cell", ["lstm", "rnn", "gru"])
+def test_bf16_weights_for_inference_change_no_probability(cell: str) -> None:
+    """Under bf16 autocast an LSTM (or plain RNN) classifier loaded for inference keeps its
+    weights in bf16: not one probability differs from the fp32 model's under autocast. A GRU
+    (whose state mixes in fp32) keeps fp32 weights."""
+    torch.manual_seed(0)
+    config = EncoderConfig(vocab_size=50, cell=cell, embedding_dim=12, hidden=16, layers=2)
+    model = RNNClassifier(config, n_classes=2)
+    bf16 = Runtime(torch.device("cpu"), torch.bfloat16)
+    data = reviews(40, seed=4)
+    expected = predict_proba(model.eval(), data, 16, 30, bf16.device, bf16)
+    loaded = for_inference(copy.deepcopy(model), bf16)
+    dtype = torch.float32 if cell == "gru" else torch.bfloat16
+    assert {p.dtype for p in loaded.parameters()} == {dtype}
+    np.testing.assert_array_equal(predict_proba(loaded, data, 16, 30, bf16.device, bf16), expected)
+    fp32 = for_inference(copy.deepcopy(model), CPU)  # no autocast: nothing is cast
+    assert {p.dtype for p in fp32.parameters()} == {torch.float32}
+
+
+def test_a_bag_of_embeddings_keeps_fp32_weights_for_inference() -> None:
+    model = BagOfEmbeddings(vocab_size=50, embedding_dim=8, n_classes=2)
+    loaded = for_inference(model, Runtime(torch.device("cpu"), torch.bfloat16))
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
