@@ -15,8 +15,9 @@ from pipeline.models import RNNClassifier, model_from_checkpoint, read_checkpoin
 from pipeline.runtime import Runtime
 from pipeline.tasks import predict_proba
 
-# cells whose classifier computes in the autocast dtype from the word vectors on, on CPU: the
-# LSTM and the plain RNN run as one fused oneDNN call; the GRU's gates mix in fp32 state
+# cells whose classifier gives the same probabilities, bit for bit, with bf16 weights as with
+# fp32 ones under CPU autocast (tests/test_inference.py); the GRU's differ (its state mixes
+# in fp32 under autocast)
 LOW_PRECISION_EXACT_CELLS = frozenset({"lstm", "rnn"})
 
 
