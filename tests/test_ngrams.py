@@ -161,3 +161,49 @@ def test_min_df_above_every_ngram_is_a_clear_error() -> None:
 def test_bad_settings_are_refused(overrides: dict, message: str) -> None:
     with pytest.raises(PipelineError, match=message):
         with_overrides(load_params(), overrides, "params.yaml")
+
+
+@pytest.mark.parametrize(("weighting", "ngram_max"), [("tfidf", 2), ("nb", 3), ("nb", 1)])
+def test_a_loaded_model_counts_n_grams_in_numpy_exactly_as_the_vectorizer(
+        tmp_path: Path, weighting: str, ngram_max: int) -> None:
+    """A model read from its file counts n-grams with NgramIndex, not the scikit-learn
+    vectorizer's Python loop: the same sparse matrix entry for entry, in the same order, so
+    the same probabilities bit for bit. Also with words the vocabulary never saw (ids above
+    all of its n-grams', in and around known n-grams), an empty review, and reviews read in
+    chunks of a few tokens."""
+    train, valid = reviews(60, seed=1), reviews(40, seed=2)
+    model, _ = NgramLogReg.fit(train, valid, weighting, [1.0], ngram_max=ngram_max, min_df=2,
+                               max_iter=1000, seed=0)
+    assert model.index is None  # a fitted model uses its vectorizer
+    model.save(tmp_path / "model.pt", {"vocab_sha256": "abc"})
+    loaded, _ = NgramLogReg.load(tmp_path / "model.pt", "abc")
+    assert loaded.index is not None
+    unseen = 5000  # far above every id in the vocabulary's n-grams
+    data = corpus([*(valid.ids[valid.offsets[k]:valid.offsets[k + 1]].tolist()
+                     for k in range(len(valid))),
+                   [2, 3, unseen, 3, 2, 2, 3], [unseen], [], [unseen, 2, 3, unseen]],
+                  [*valid.labels.tolist(), 0, 1, 0, 1])
+    assert_same_matrix(loaded.features(data), model.vectorizer.transform(texts(data)))
+    whole = loaded.index.counts(data, binary=weighting == "nb")
+    for chunk_tokens in (7, 1):
+        assert_same_matrix(loaded.index.counts(data, weighting == "nb", chunk_tokens), whole)
+    np.testing.assert_array_equal(loaded.predict_proba(data), model.predict_proba(data))
+
+
+def assert_same_matrix(got: sparse.csr_matrix, expected: sparse.csr_matrix) -> None:
+    """Entry for entry, in the same order, with the same dtype."""
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    np.testing.assert_array_equal(got.indptr, expected.indptr)
+    np.testing.assert_array_equal(got.indices, expected.indices)
+    np.testing.assert_array_equal(got.data, expected.data)
+
+
+def test_n_grams_whose_codes_would_overflow_fall_back_to_the_vectorizer() -> None:
+    from pipeline.ngrams import NgramIndex
+
+    assert NgramIndex.of(np.array([[2 ** 21, 5, -1]], dtype=np.int64)) is None
+    assert NgramIndex.of(np.zeros((0, 2), dtype=np.int64)) is None
+    index = NgramIndex.of(np.array([[7, -1], [3, 7], [3, -1]], dtype=np.int64))
+    # "7" -> 8, "3 7" -> 4 * 9 + 8 = 44, "3" -> 4: sorted codes, each with its row (column)
+    assert index.base == 9 and index.codes.tolist() == [4, 8, 44]
+    assert index.columns.tolist() == [2, 0, 1]
