@@ -26,6 +26,7 @@ import numpy as np
 # importable as benchmarks.bench_ngram_features too (the tests check its arguments)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench_inference import synthetic_corpus  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     REPO,
     emit,
@@ -65,20 +66,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def synthetic_models(folder: Path) -> tuple[Corpus, dict[str, Path]]:
-    """Both baselines fitted on synthetic reviews (words 3..199, a sentiment bigram each),
-    saved in ``folder``, and 500 more reviews to featurize."""
-    rng = np.random.default_rng(0)
+    """Both baselines fitted on synthetic reviews (bench_inference's: IMDB-like lengths,
+    here over 200 words, labels alternating), saved in ``folder``, and 500 more reviews to
+    featurize."""
+    def reviews(count: int, seed: int) -> Corpus:
+        words = synthetic_corpus(count, 200, seed)
+        return Corpus(words.ids, words.offsets, np.arange(count) % 2)
 
-    def reviews(count: int) -> Corpus:
-        documents, labels = [], []
-        for k in range(count):
-            words = rng.integers(3, 200, size=int(rng.integers(20, 120))).tolist()
-            documents.append(words + ([5, 6] if k % 2 else [6, 5]))
-            labels.append(k % 2)
-        offsets = np.cumsum([0, *map(len, documents)]).astype(np.int64)
-        return Corpus(np.concatenate(documents).astype(np.int32), offsets, np.asarray(labels))
-
-    train, valid, test = reviews(300), reviews(100), reviews(500)
+    train, valid, test = reviews(300, 1), reviews(100, 2), reviews(500, 3)
     paths = {}
     for name, weighting in NGRAM_BASELINES.items():
         model, _ = NgramLogReg.fit(train, valid, weighting, [1.0], 3 if weighting == "nb" else 2,

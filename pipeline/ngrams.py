@@ -118,8 +118,9 @@ class NgramIndex:
             code[:len(code) - n + 1] = code[:len(code) - n + 1] * self.base + digits[n - 1:]
             spoiled[:len(code) - n + 1] |= unknown[n - 1:]
             real = (position + n <= end) & ~spoiled
-            found = np.minimum(np.searchsorted(self.codes, code[real]), width - 1)
-            hit = self.codes[found] == code[real]
+            wanted = code[real]
+            found = np.minimum(np.searchsorted(self.codes, wanted), width - 1)
+            hit = self.codes[found] == wanted
             keys.append(document[real][hit] * width + self.columns[found[hit]])
         key, count = np.unique(np.concatenate(keys), return_counts=True)  # row-major, sorted
         indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
