@@ -11,8 +11,8 @@
 * ``pretraining-budget`` — one experiment per pretraining length (or any other cost
   setting), plus the main run, then reports/studies/pretraining_budget.{csv,md,png}:
   test accuracy vs training time (classifier + its language models) per variant.
-* ``full-configuration`` — the same for the largest configurations: one for a long CPU
-  run, one the size of AWD-LSTM for a GPU (reports/studies/full_configuration.{csv,md,png}).
+* ``full-configuration`` — the same for the largest configurations: two for long CPU
+  runs, one the size of AWD-LSTM for a GPU (reports/studies/full_configuration.{csv,md,png}).
 
 All are read from params.yaml's ``studies`` section, queued with ``dvc exp run
 --queue`` (so each run lands in MLflow under its experiment name, like any other
