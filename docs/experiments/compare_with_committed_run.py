@@ -51,6 +51,22 @@ def model_name(path: Path) -> str:
     return path.stem + (SELF_TRAINED if path.parent.name == STUDENTS_DIR else "")
 
 
+def score_saved(data: Path, files: dict[str, Path], params_file: Path | None = None
+                ) -> tuple[Corpus, dict[str, np.ndarray], np.ndarray]:
+    """The test split of ``data`` (a vocab stage output), each saved classifier's class
+    probabilities on it (``files``: a name per model file), and evaluate's bootstrap
+    resamples (params.yaml's evaluate.seed and bootstrap_samples) to pair them on."""
+    params = load_params(params_file) if params_file else load_params()
+    runtime = setup(params.runtime)
+    info = read_json(data / "info.json", ("vocab_sha256", "vocab_size", "label_names"))
+    test = Corpus.load(data, "test")
+    indices = bootstrap_indices(len(test), params.evaluate.bootstrap_samples,
+                                params.evaluate.seed)
+    proba = {name: saved_classifier_proba(path.stem, path.parent, test, info, runtime)[0]
+             for name, path in files.items()}
+    return test, proba, indices
+
+
 def committed_correct(predictions: Path, test: Corpus, names: list[str]) -> dict[str, np.ndarray]:
     """Per committed variant: which test reviews it classified right."""
     correct = {}

@@ -27,14 +27,9 @@ PROJECT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare_with_committed_run
 
-from compare_with_committed_run import comparison_table  # noqa: E402
+from compare_with_committed_run import comparison_table, score_saved  # noqa: E402
 
-from pipeline.batching import Corpus  # noqa: E402
 from pipeline.config import load_params, with_overrides  # noqa: E402
-from pipeline.inference import saved_classifier_proba  # noqa: E402
-from pipeline.io import read_json  # noqa: E402
-from pipeline.metrics import bootstrap_indices  # noqa: E402
-from pipeline.runtime import setup  # noqa: E402
 from pipeline.studies import study_points  # noqa: E402
 
 DIRECTIONS = {"rnn_pretrained": "lm.pt", "rnn_pretrained_backward": "lm_backward.pt"}
@@ -71,20 +66,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     fine_tune(run, out)
 
-    params = load_params(PROJECT / "params.yaml")  # evaluate's resamples, the runtime
-    runtime = setup(params.runtime)
-    data = run / "data/vocab"
-    info = read_json(data / "info.json", ("vocab_sha256", "vocab_size", "label_names"))
-    test = Corpus.load(data, "test")
-    indices = bootstrap_indices(len(test), params.evaluate.bootstrap_samples,
-                                params.evaluate.seed)
     files = {"forward 800": out / "rnn_pretrained.pt",
              "backward 800": out / "rnn_pretrained_backward.pt",
              "forward 400": run / "models/rnn_pretrained.pt",
              "backward 400": run / "models/rnn_pretrained_backward.pt",
              "nb_logreg": run / "models/nb_logreg.pt"}
-    proba = {name: saved_classifier_proba(path.stem, path.parent, test, info, runtime)[0]
-             for name, path in files.items()}
+    test, proba, indices = score_saved(run / "data/vocab", files, PROJECT / "params.yaml")
     rows = dict(proba)
     rows["ensemble 800"] = (proba["forward 800"] + proba["backward 800"]) / 2
     rows["ensemble 400"] = (proba["forward 400"] + proba["backward 400"]) / 2
