@@ -30,6 +30,7 @@ row's, half each (not equal shares of all). Run from the project root, e.g.:
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ from pipeline.errors import PipelineError
 from pipeline.inference import saved_classifier_proba
 from pipeline.io import read_json
 from pipeline.metrics import accuracy_interval, bootstrap_indices, difference_interval
-from pipeline.runtime import setup
+from pipeline.runtime import Runtime, setup
 from pipeline.stages.evaluate import hybrid_name
 from pipeline.stages.self_training import STUDENTS_DIR
 
@@ -51,20 +52,40 @@ def model_name(path: Path) -> str:
     return path.stem + (SELF_TRAINED if path.parent.name == STUDENTS_DIR else "")
 
 
+@dataclass(frozen=True)
+class TestSplit:
+    """What scoring saved classifiers needs: the test split of a vocab stage output, its
+    vocabulary's info.json, the runtime they run on, and evaluate's bootstrap resamples
+    (params.yaml's evaluate.seed and bootstrap_samples) to pair them on."""
+
+    test: Corpus
+    info: dict
+    runtime: Runtime
+    indices: np.ndarray
+
+    @classmethod
+    def load(cls, data: Path, params_file: Path | None = None) -> TestSplit:
+        params = load_params(params_file) if params_file else load_params()
+        test = Corpus.load(data, "test")
+        return cls(test, read_json(data / "info.json",
+                                   ("vocab_sha256", "vocab_size", "label_names")),
+                   setup(params.runtime),
+                   bootstrap_indices(len(test), params.evaluate.bootstrap_samples,
+                                     params.evaluate.seed))
+
+    def proba(self, path: Path) -> tuple[np.ndarray, float]:
+        """A saved classifier's class probabilities on the test split, and the seconds taken."""
+        return saved_classifier_proba(path.stem, path.parent, self.test, self.info, self.runtime)
+
+
 def score_saved(data: Path, files: dict[str, Path], params_file: Path | None = None
                 ) -> tuple[Corpus, dict[str, np.ndarray], np.ndarray]:
     """The test split of ``data`` (a vocab stage output), each saved classifier's class
     probabilities on it (``files``: a name per model file), and evaluate's bootstrap
-    resamples (params.yaml's evaluate.seed and bootstrap_samples) to pair them on."""
-    params = load_params(params_file) if params_file else load_params()
-    runtime = setup(params.runtime)
-    info = read_json(data / "info.json", ("vocab_sha256", "vocab_size", "label_names"))
-    test = Corpus.load(data, "test")
-    indices = bootstrap_indices(len(test), params.evaluate.bootstrap_samples,
-                                params.evaluate.seed)
-    proba = {name: saved_classifier_proba(path.stem, path.parent, test, info, runtime)[0]
-             for name, path in files.items()}
-    return test, proba, indices
+    resamples to pair them on."""
+    split = TestSplit.load(data, params_file)
+    return (split.test, {name: split.proba(path)[0] for name, path in files.items()},
+            split.indices)
 
 
 def committed_correct(predictions: Path, test: Corpus, names: list[str]) -> dict[str, np.ndarray]:
@@ -120,13 +141,9 @@ def main() -> None:
         raise PipelineError("--average needs at least two --model classifiers")
     if args.hybrid_with and not args.average:
         raise PipelineError("--hybrid-with averages with the --average row: add --average")
-    params = load_params()
-    runtime = setup(params.runtime)
-    info = read_json(Path(args.data) / "info.json", ("vocab_sha256", "vocab_size", "label_names"))
-    test = Corpus.load(Path(args.data), "test")
-    indices = bootstrap_indices(len(test), params.evaluate.bootstrap_samples,
-                                params.evaluate.seed)
-    correct = committed_correct(args.predictions, test, info["label_names"])
+    split = TestSplit.load(Path(args.data))
+    test = split.test
+    correct = committed_correct(args.predictions, test, split.info["label_names"])
     source = dict.fromkeys(correct, "committed run")
     named: dict[str, Path] = {}
     models = [*args.model, *([args.hybrid_with] if args.hybrid_with else [])]
@@ -141,8 +158,7 @@ def main() -> None:
     scored = {}
     for path in models:
         name = model_name(path)
-        scored[name], seconds = saved_classifier_proba(path.stem, path.parent, test, info,
-                                                       runtime)
+        scored[name], seconds = split.proba(path)
         correct[name], source[name] = scored[name].argmax(1) == test.labels, str(path)
         print(f"{path}: scored in {seconds:.0f} s")
     if args.average:
@@ -161,7 +177,7 @@ def main() -> None:
     unknown = [name for name in against if name not in correct]
     if unknown:
         raise PipelineError(f"--vs {', '.join(unknown)}: not among {', '.join(correct)}")
-    print("\n".join(comparison_table(correct, against, source, indices)))
+    print("\n".join(comparison_table(correct, against, source, split.indices)))
 
 
 if __name__ == "__main__":
