@@ -19,60 +19,38 @@ classifier about 18 (17.5); the steps already done (their files in <out dir>) ar
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-PROJECT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(PROJECT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare_with_committed_run
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the pipeline package
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside this one
 
 from compare_with_committed_run import comparison_table, score_saved  # noqa: E402
-
-from pipeline.config import load_params, with_overrides  # noqa: E402
-from pipeline.studies import study_points  # noqa: E402
+from stage_runs import PROJECT, long_cpu_params, run_stage  # noqa: E402
 
 # direction -> (its classifier variant, the language model's file in <out dir>)
 DIRECTIONS = {"forward": ("rnn_pretrained", "lm24.pt"),
               "backward": ("rnn_pretrained_backward", "lm24_backward.pt")}
 
 
-def write_params(out: Path) -> Path:
-    """The project's params.yaml with the long_cpu point's settings and 24 LM epochs."""
-    base = load_params(PROJECT / "params.yaml")
-    point = study_points(base, "full_configuration")["long_cpu"].set
-    params = with_overrides(base, {**point, "pretrain.epochs": 24,
-                                   "runtime.checkpoint_dir": str(out / "checkpoints")},
-                            "long_cpu with 24 x 1,000 LM steps")
-    params_file = out / "params_lm24.yaml"
-    params_file.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
-    return params_file
-
-
 def train(run: Path, out: Path, directions: list[str]) -> None:
-    params_file = write_params(out)
+    params_file = str(long_cpu_params(out, {"pretrain.epochs": 24},
+                                      "long_cpu with 24 x 1,000 LM steps", "params_lm24.yaml"))
     data = str(run / "data/vocab")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ.get(
-        "MLFLOW_TRACKING_URI", f"sqlite:///{out}/mlflow.db")}
     for direction in directions:
         variant, lm = DIRECTIONS[direction]
         stem = Path(lm).stem
         if not (out / lm).exists():
-            subprocess.run([sys.executable, "-m", "pipeline.stages.pretrain",
-                            "--direction", direction, "--params", str(params_file),
-                            "--data", data, "--out", str(out / lm),
-                            "--metrics", str(out / f"{stem}.json"),
-                            "--curve", str(out / f"{stem}.csv")],
-                           check=True, cwd=PROJECT, env=env)
+            run_stage("pretrain", "--direction", direction, "--params", params_file,
+                      "--data", data, "--out", str(out / lm),
+                      "--metrics", str(out / f"{stem}.json"),
+                      "--curve", str(out / f"{stem}.csv"), out=out)
         if not (out / f"{variant}.pt").exists():
-            subprocess.run([sys.executable, "-m", "pipeline.stages.train", variant,
-                            "--params", str(params_file), "--data", data,
-                            "--lm", str(out / lm), "--out-dir", str(out),
-                            "--reports", str(out)], check=True, cwd=PROJECT, env=env)
+            run_stage("train", variant, "--params", params_file, "--data", data,
+                      "--lm", str(out / lm), "--out-dir", str(out), "--reports", str(out),
+                      out=out)
 
 
 def main() -> None:

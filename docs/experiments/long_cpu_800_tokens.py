@@ -15,45 +15,30 @@ It trains for about 21 minutes on the 2-core Xeon, then scores for 2.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-PROJECT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(PROJECT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # compare_with_committed_run
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the pipeline package
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside this one
 
 from compare_with_committed_run import comparison_table, score_saved  # noqa: E402
-
-from pipeline.config import load_params, with_overrides  # noqa: E402
-from pipeline.studies import study_points  # noqa: E402
+from stage_runs import PROJECT, long_cpu_params, run_stage  # noqa: E402
 
 DIRECTIONS = {"rnn_pretrained": "lm.pt", "rnn_pretrained_backward": "lm_backward.pt"}
 
 
 def fine_tune(run: Path, out: Path) -> None:
-    """The long_cpu point's params (the project's params.yaml and the point's settings) with
-    800 tokens per review, and one classifier per direction."""
-    base = load_params(PROJECT / "params.yaml")
-    point = study_points(base, "full_configuration")["long_cpu"].set
-    params = with_overrides(base, {**point, "classifier.max_len": 800,
-                                   "runtime.checkpoint_dir": str(out / "checkpoints")},
-                            "long_cpu with 800 tokens")
-    params_file = out / "params_800.yaml"
-    params_file.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ.get(
-        "MLFLOW_TRACKING_URI", f"sqlite:///{out}/mlflow.db")}
+    """The long_cpu point's params with 800 tokens per review, and one classifier per
+    direction."""
+    params_file = str(long_cpu_params(out, {"classifier.max_len": 800},
+                                      "long_cpu with 800 tokens", "params_800.yaml"))
     for variant, lm in DIRECTIONS.items():
-        if (out / f"{variant}.pt").exists():
-            continue
-        subprocess.run([sys.executable, "-m", "pipeline.stages.train", variant,
-                        "--params", str(params_file), "--data", str(run / "data/vocab"),
-                        "--lm", str(run / "models" / lm), "--out-dir", str(out),
-                        "--reports", str(out)], check=True, cwd=PROJECT, env=env)
+        if not (out / f"{variant}.pt").exists():
+            run_stage("train", variant, "--params", params_file,
+                      "--data", str(run / "data/vocab"), "--lm", str(run / "models" / lm),
+                      "--out-dir", str(out), "--reports", str(out), out=out)
 
 
 def main() -> None:
