@@ -12,8 +12,9 @@ ensemble and each averaged with the run's nb_logreg on evaluate's bootstrap resa
 
     python docs/experiments/lm24.py <finished run's root> <out dir> [--directions forward backward]
 
-Each language model takes about 100 minutes on the 2-core bf16 EPYC (98.6 measured), each
-classifier about 18 (17.5); the steps already done (their files in <out dir>) are skipped.
+Each language model takes about 100 minutes on the 2-core bf16 EPYC (98.6 forward, 94.9
+backward measured), each classifier about 17 (17.5, 16.5), scoring 3; the steps already done
+(their files in <out dir>) are skipped.
 """
 
 from __future__ import annotations
