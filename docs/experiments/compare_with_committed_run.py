@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.batching import Corpus
-from pipeline.config import SELF_TRAINED, load_params
+from pipeline.config import DEFAULT_PARAMS, SELF_TRAINED, load_params
 from pipeline.errors import PipelineError
 from pipeline.inference import saved_classifier_proba
 from pipeline.io import read_json
@@ -64,8 +64,8 @@ class TestSplit:
     indices: np.ndarray
 
     @classmethod
-    def load(cls, data: Path, params_file: Path | None = None) -> TestSplit:
-        params = load_params(params_file) if params_file else load_params()
+    def load(cls, data: Path, params_file: Path = DEFAULT_PARAMS) -> TestSplit:
+        params = load_params(params_file)
         test = Corpus.load(data, "test")
         return cls(test, read_json(data / "info.json",
                                    ("vocab_sha256", "vocab_size", "label_names")),
@@ -78,7 +78,7 @@ class TestSplit:
         return saved_classifier_proba(path.stem, path.parent, self.test, self.info, self.runtime)
 
 
-def score_saved(data: Path, files: dict[str, Path], params_file: Path | None = None
+def score_saved(data: Path, files: dict[str, Path], params_file: Path = DEFAULT_PARAMS
                 ) -> tuple[Corpus, dict[str, np.ndarray], np.ndarray]:
     """The test split of ``data`` (a vocab stage output), each saved classifier's class
     probabilities on it (``files``: a name per model file), and evaluate's bootstrap

@@ -73,9 +73,10 @@ def main() -> None:
     test, proba, indices = score_saved(run / "data/vocab", files, PROJECT / "params.yaml")
     rows = dict(proba)
     members = [f"{direction} lm24" for direction in args.directions]
+    best = members[0]
     if len(members) > 1:
-        rows["ensemble lm24"] = sum(proba[name] for name in members) / len(members)
-    best = "ensemble lm24" if len(members) > 1 else members[0]
+        best = "ensemble lm24"
+        rows[best] = sum(proba[name] for name in members) / len(members)
     rows[f"{best} with nb_logreg"] = (rows[best] + proba["nb_logreg"]) / 2  # as evaluate's hybrid
     correct = {name: p.argmax(1) == test.labels for name, p in rows.items()}
     source = {name: str(files[name]) if name in files else "mean class probabilities"
