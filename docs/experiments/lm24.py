@@ -11,10 +11,15 @@ ensemble and each averaged with the run's nb_logreg on evaluate's bootstrap resa
 (paired), against the run's own rnn_pretrained and nb_logreg. Run from anywhere:
 
     python docs/experiments/lm24.py <finished run's root> <out dir> [--directions forward backward]
+    python docs/experiments/lm24.py <finished run's root> <out dir> --also classifier.max_len=800
 
 Each language model takes about 100 minutes on the 2-core bf16 EPYC (98.6 forward, 94.9
 backward measured), each classifier about 17 (17.5, 16.5), scoring 3; the steps already done
-(their files in <out dir>) are skipped.
+(their files in <out dir>) are skipped. ``--also key=value`` (repeatable) fine-tunes one more
+classifier per direction on the same language models with those settings on top (in
+<out dir>/<settings>/) and scores the four together: with the 12 x 1,000-step models, a second
+pair fine-tuned on 800 tokens made the four-member ensemble +0.18 better than the pair
+(reports/studies/longer_lm_ensemble.md).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the pipeline package
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside this one
@@ -36,9 +42,26 @@ DIRECTIONS = {"forward": ("rnn_pretrained", "lm24.pt"),
               "backward": ("rnn_pretrained_backward", "lm24_backward.pt")}
 
 
-def train(run: Path, out: Path, directions: list[str]) -> None:
-    params_file = str(long_cpu_params(out, {"pretrain.epochs": 24},
-                                      "long_cpu with 24 x 1,000 LM steps", "params_lm24.yaml"))
+def parse_settings(pairs: list[str]) -> dict[str, object]:
+    """``key=value`` strings as overrides (values parsed as YAML, as ``dvc exp run -S``)."""
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--also {pair!r}: expected key=value")
+        settings[key] = yaml.safe_load(value)
+    return settings
+
+
+def settings_dir(out: Path, settings: dict[str, object]) -> Path:
+    """Where the classifiers fine-tuned with ``settings`` go, e.g. <out>/max_len800."""
+    return out / "_".join(f"{key.rsplit('.', 1)[-1]}{value}" for key, value in settings.items())
+
+
+def train(run: Path, out: Path, directions: list[str], also: dict[str, object]) -> None:
+    overrides = {"pretrain.epochs": 24}
+    params_file = str(long_cpu_params(out, overrides, "long_cpu with 24 x 1,000 LM steps",
+                                      "params_lm24.yaml"))
     data = str(run / "data/vocab")
     for direction in directions:
         variant, lm = DIRECTIONS[direction]
@@ -52,6 +75,18 @@ def train(run: Path, out: Path, directions: list[str]) -> None:
             run_stage("train", variant, "--params", params_file, "--data", data,
                       "--lm", str(out / lm), "--out-dir", str(out), "--reports", str(out),
                       out=out)
+    if not also:
+        return
+    extra = settings_dir(out, also)
+    extra.mkdir(exist_ok=True)
+    extra_params = str(long_cpu_params(extra, overrides | also, f"lm24.py --also {also}",
+                                       "params.yaml"))
+    for direction in directions:
+        variant, lm = DIRECTIONS[direction]
+        if not (extra / f"{variant}.pt").exists():
+            run_stage("train", variant, "--params", extra_params, "--data", data,
+                      "--lm", str(out / lm), "--out-dir", str(extra), "--reports", str(extra),
+                      out=out)
 
 
 def main() -> None:
@@ -61,13 +96,22 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="where the language models and classifiers go")
     parser.add_argument("--directions", nargs="+", choices=list(DIRECTIONS),
                         default=list(DIRECTIONS))
+    parser.add_argument("--also", action="append", default=[], metavar="KEY=VALUE",
+                        help="fine-tune and score one more classifier per direction with "
+                             "these settings on top (repeatable: all apply to that one pair)")
     args = parser.parse_args()
     run, out = args.run.resolve(), args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    train(run, out, args.directions)
+    also = parse_settings(args.also)
+    train(run, out, args.directions, also)
 
     files = {f"{direction} lm24": out / f"{DIRECTIONS[direction][0]}.pt"
              for direction in args.directions}
+    tag = settings_dir(out, also).name
+    if also:
+        files |= {f"{direction} lm24 {tag}": settings_dir(out, also) / f"{variant}.pt"
+                  for direction, (variant, _) in DIRECTIONS.items()
+                  if direction in args.directions}
     files |= {"rnn_pretrained (the run's)": run / "models/rnn_pretrained.pt",
               "nb_logreg": run / "models/nb_logreg.pt"}
     test, proba, indices = score_saved(run / "data/vocab", files, PROJECT / "params.yaml")
@@ -78,12 +122,19 @@ def main() -> None:
         best = "ensemble lm24"
         rows[best] = sum(proba[name] for name in members) / len(members)
     rows[f"{best} with nb_logreg"] = (rows[best] + proba["nb_logreg"]) / 2  # as evaluate's hybrid
+    if also:
+        extra = [f"{member} {tag}" for member in members]
+        rows[f"ensemble lm24 {tag}"] = sum(proba[name] for name in extra) / len(extra)
+        rows["all members"] = sum(proba[name] for name in members + extra) / (2 * len(members))
+        for name in (f"ensemble lm24 {tag}", "all members"):
+            rows[f"{name} with nb_logreg"] = (rows[name] + proba["nb_logreg"]) / 2
     correct = {name: p.argmax(1) == test.labels for name, p in rows.items()}
     source = {name: str(files[name]) if name in files else "mean class probabilities"
               for name in rows}
     print("\n".join(comparison_table(correct, (best, "nb_logreg", "rnn_pretrained (the run's)"),
                                      source, indices)))
-    np.savez(out / "test_probabilities.npz", **{k.replace(" ", "_"): v for k, v in rows.items()})
+    saved = settings_dir(out, also) if also else out
+    np.savez(saved / "test_probabilities.npz", **{k.replace(" ", "_"): v for k, v in rows.items()})
 
 
 if __name__ == "__main__":
