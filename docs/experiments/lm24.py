@@ -29,7 +29,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the pipeline package
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside this one
@@ -37,20 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside t
 from compare_with_committed_run import comparison_table, score_saved  # noqa: E402
 from stage_runs import PROJECT, long_cpu_params, run_stage  # noqa: E402
 
+from pipeline.studies import setting  # noqa: E402
+
 # direction -> (its classifier variant, the language model's file in <out dir>)
 DIRECTIONS = {"forward": ("rnn_pretrained", "lm24.pt"),
               "backward": ("rnn_pretrained_backward", "lm24_backward.pt")}
-
-
-def parse_settings(pairs: list[str]) -> dict[str, object]:
-    """``key=value`` strings as overrides (values parsed as YAML, as ``dvc exp run -S``)."""
-    settings = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--also {pair!r}: expected key=value")
-        settings[key] = yaml.safe_load(value)
-    return settings
 
 
 def settings_dir(out: Path, settings: dict[str, object]) -> Path:
@@ -58,35 +48,39 @@ def settings_dir(out: Path, settings: dict[str, object]) -> Path:
     return out / "_".join(f"{key.rsplit('.', 1)[-1]}{value}" for key, value in settings.items())
 
 
-def train(run: Path, out: Path, directions: list[str], also: dict[str, object]) -> None:
+def fine_tune(variant: str, params_file: Path, data: Path, lm: Path, dest: Path,
+              out: Path) -> None:
+    """The train stage's ``variant`` from ``lm`` into ``dest``, unless it is there already."""
+    if not (dest / f"{variant}.pt").exists():
+        run_stage("train", variant, "--params", str(params_file), "--data", str(data),
+                  "--lm", str(lm), "--out-dir", str(dest), "--reports", str(dest), out=out)
+
+
+def train(run: Path, out: Path, directions: list[str], also: dict[str, object],
+          extra: Path | None) -> None:
+    """The language models and one classifier each in ``out``; with ``also``, one more
+    classifier each fine-tuned with those settings in ``extra``."""
     overrides = {"pretrain.epochs": 24}
-    params_file = str(long_cpu_params(out, overrides, "long_cpu with 24 x 1,000 LM steps",
-                                      "params_lm24.yaml"))
-    data = str(run / "data/vocab")
+    params_file = long_cpu_params(out, overrides, "long_cpu with 24 x 1,000 LM steps",
+                                  "params_lm24.yaml")
+    data = run / "data/vocab"
     for direction in directions:
         variant, lm = DIRECTIONS[direction]
         stem = Path(lm).stem
         if not (out / lm).exists():
-            run_stage("pretrain", "--direction", direction, "--params", params_file,
-                      "--data", data, "--out", str(out / lm),
+            run_stage("pretrain", "--direction", direction, "--params", str(params_file),
+                      "--data", str(data), "--out", str(out / lm),
                       "--metrics", str(out / f"{stem}.json"),
                       "--curve", str(out / f"{stem}.csv"), out=out)
-        if not (out / f"{variant}.pt").exists():
-            run_stage("train", variant, "--params", params_file, "--data", data,
-                      "--lm", str(out / lm), "--out-dir", str(out), "--reports", str(out),
-                      out=out)
-    if not also:
+        fine_tune(variant, params_file, data, out / lm, out, out)
+    if extra is None:
         return
-    extra = settings_dir(out, also)
     extra.mkdir(exist_ok=True)
-    extra_params = str(long_cpu_params(extra, overrides | also, f"lm24.py --also {also}",
-                                       "params.yaml"))
+    extra_params = long_cpu_params(extra, overrides | also, f"lm24.py --also {also}",
+                                   "params.yaml")
     for direction in directions:
         variant, lm = DIRECTIONS[direction]
-        if not (extra / f"{variant}.pt").exists():
-            run_stage("train", variant, "--params", extra_params, "--data", data,
-                      "--lm", str(out / lm), "--out-dir", str(extra), "--reports", str(extra),
-                      out=out)
+        fine_tune(variant, extra_params, data, out / lm, extra, out)
 
 
 def main() -> None:
@@ -97,44 +91,48 @@ def main() -> None:
     parser.add_argument("--directions", nargs="+", choices=list(DIRECTIONS),
                         default=list(DIRECTIONS))
     parser.add_argument("--also", action="append", default=[], metavar="KEY=VALUE",
+                        type=setting,
                         help="fine-tune and score one more classifier per direction with "
                              "these settings on top (repeatable: all apply to that one pair)")
     args = parser.parse_args()
     run, out = args.run.resolve(), args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    also = parse_settings(args.also)
-    train(run, out, args.directions, also)
+    also = dict(args.also)
+    extra = settings_dir(out, also) if also else None
+    train(run, out, args.directions, also, extra)
 
     files = {f"{direction} lm24": out / f"{DIRECTIONS[direction][0]}.pt"
              for direction in args.directions}
-    tag = settings_dir(out, also).name
-    if also:
-        files |= {f"{direction} lm24 {tag}": settings_dir(out, also) / f"{variant}.pt"
-                  for direction, (variant, _) in DIRECTIONS.items()
-                  if direction in args.directions}
+    if extra is not None:
+        files |= {f"{direction} lm24 {extra.name}": extra / f"{DIRECTIONS[direction][0]}.pt"
+                  for direction in args.directions}
     files |= {"rnn_pretrained (the run's)": run / "models/rnn_pretrained.pt",
               "nb_logreg": run / "models/nb_logreg.pt"}
     test, proba, indices = score_saved(run / "data/vocab", files, PROJECT / "params.yaml")
     rows = dict(proba)
+
+    def mean(names: list[str]) -> np.ndarray:  # as the ensemble stage: mean class probabilities
+        return sum(proba[name] for name in names) / len(names)
+
     members = [f"{direction} lm24" for direction in args.directions]
     best = members[0]
     if len(members) > 1:
         best = "ensemble lm24"
-        rows[best] = sum(proba[name] for name in members) / len(members)
+        rows[best] = mean(members)
     rows[f"{best} with nb_logreg"] = (rows[best] + proba["nb_logreg"]) / 2  # as evaluate's hybrid
-    if also:
-        extra = [f"{member} {tag}" for member in members]
-        rows[f"ensemble lm24 {tag}"] = sum(proba[name] for name in extra) / len(extra)
-        rows["all members"] = sum(proba[name] for name in members + extra) / (2 * len(members))
-        for name in (f"ensemble lm24 {tag}", "all members"):
+    if extra is not None:
+        extra_members = [f"{member} {extra.name}" for member in members]
+        rows[f"ensemble lm24 {extra.name}"] = mean(extra_members)
+        rows["all members"] = mean(members + extra_members)
+        for name in (f"ensemble lm24 {extra.name}", "all members"):
             rows[f"{name} with nb_logreg"] = (rows[name] + proba["nb_logreg"]) / 2
     correct = {name: p.argmax(1) == test.labels for name, p in rows.items()}
     source = {name: str(files[name]) if name in files else "mean class probabilities"
               for name in rows}
     print("\n".join(comparison_table(correct, (best, "nb_logreg", "rnn_pretrained (the run's)"),
                                      source, indices)))
-    saved = settings_dir(out, also) if also else out
-    np.savez(saved / "test_probabilities.npz", **{k.replace(" ", "_"): v for k, v in rows.items()})
+    np.savez((extra or out) / "test_probabilities.npz",
+             **{k.replace(" ", "_"): v for k, v in rows.items()})
 
 
 if __name__ == "__main__":
