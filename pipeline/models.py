@@ -392,6 +392,12 @@ def build_model(kind: str, config: dict) -> nn.Module:
     raise PipelineError(f"unknown model kind {kind!r}")
 
 
+def architecture(config: EncoderConfig) -> tuple:
+    """What must match between two encoders for one's weights to load into the other
+    (dropouts may differ)."""
+    return (config.vocab_size, config.cell, config.embedding_dim, config.hidden, config.layers)
+
+
 def encoder_dict(config: EncoderConfig) -> dict:
     return asdict(config)
 

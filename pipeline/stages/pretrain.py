@@ -3,6 +3,11 @@
 ``--direction backward`` trains the same model on every document read from its end to
 its start (ULMFiT's backward LM): its classifier, ``rnn_pretrained_backward``, makes
 errors unlike the forward one's, and the ensemble stage averages the two.
+
+``--init models/lm.pt`` starts from a saved language model's weights (same direction,
+vocabulary, encoder and softmax) instead of random ones, with a fresh optimizer and one-cycle
+schedule over ``pretrain.epochs``: more pretraining of a finished model (a warm restart),
+outside ``dvc repro``, for experiments (docs/experiments/lm_restart.py).
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from pipeline.batching import BPTTBatches, Corpus, lm_stream
 from pipeline.config import flatten, load_params
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_outputs, read_json, require, write_json
-from pipeline.models import EncoderConfig, LanguageModel, encoder_dict, save_checkpoint
+from pipeline.models import (
+    EncoderConfig,
+    LanguageModel,
+    architecture,
+    encoder_dict,
+    load_checkpoint,
+    save_checkpoint,
+)
 from pipeline.runtime import setup
 from pipeline.tasks import LanguageModelTask
 from pipeline.training import Checkpointing, FitResult, adamw, fit, one_cycle
@@ -42,11 +54,30 @@ def in_direction(corpora: list[Corpus], direction: str) -> list[Corpus]:
     return corpora if direction == "forward" else [c.reversed() for c in corpora]
 
 
+def load_initial_weights(model: LanguageModel, path: Path, direction: str, info: dict) -> None:
+    """``model``'s weights from the language model saved at ``path``, checked to be the same
+    model: the vocabulary, direction, encoder architecture and softmax (dropouts may differ)."""
+    saved, blob = load_checkpoint(path, "language_model", info["vocab_size"], info["vocab_sha256"])
+    if blob.get("direction", "forward") != direction:
+        raise PipelineError(f"{path} is a {blob.get('direction', 'forward')} language model; "
+                            f"--init for a {direction} one needs a {direction} one")
+    if architecture(saved.encoder.config) != architecture(model.encoder.config):
+        raise PipelineError(f"{path} was trained with encoder {saved.encoder.config}, but "
+                            f"params.yaml (model) asks for {model.encoder.config}")
+    try:
+        model.load_state_dict(saved.state_dict())
+    except RuntimeError as exc:  # another softmax or other adaptive cutoffs
+        raise PipelineError(f"{path} does not fit params.yaml's pretrain.softmax and "
+                            f"adaptive_cutoffs: {exc}") from exc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--direction", choices=DIRECTIONS, default="forward",
                         help="backward: every document reversed (the backward LM)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from this saved language model's weights (a warm restart)")
     parser.add_argument("--data", default="data/vocab")
     parser.add_argument("--out", default="models/lm.pt")
     parser.add_argument("--metrics", default="reports/pretrain.json")
@@ -72,6 +103,8 @@ def main() -> None:
     encoder = EncoderConfig.of(params.model, info["vocab_size"])
     torch.manual_seed(params.runtime.seed)
     model = LanguageModel(encoder, config.softmax, tuple(config.adaptive_cutoffs))
+    if args.init is not None:
+        load_initial_weights(model, args.init, direction, info)
     model.to(runtime.device)
     optimizer = adamw(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = one_cycle(optimizer, config.epochs * task.steps_per_epoch)
@@ -80,7 +113,8 @@ def main() -> None:
           f"{sum(p.numel() for p in model.parameters()):,} parameters; {runtime.describe()}")
 
     checkpoint = Checkpointing.for_stage(
-        name, flatten(params, ("data", "vocab", "model", "pretrain")), params.runtime, info)
+        name, flatten(params, ("data", "vocab", "model", "pretrain")), params.runtime, info,
+        [args.init] if args.init is not None else [])
 
     def train(on_epoch: Callable[[int, dict], None] | None) -> FitResult:
         return fit(model, task, optimizer, scheduler, runtime, epochs=config.epochs,

@@ -47,6 +47,7 @@ from pipeline.models import (
     EncoderConfig,
     RNNClassifier,
     RNNEncoder,
+    architecture,
     encoder_dict,
     load_checkpoint,
     save_checkpoint,
@@ -54,11 +55,6 @@ from pipeline.models import (
 from pipeline.runtime import Runtime, setup
 from pipeline.tasks import ClassifierTask
 from pipeline.training import Checkpointing, FitResult, adamw, fit, one_cycle
-
-
-def architecture(config: EncoderConfig) -> tuple:
-    """What must match between the LM and the classifier (dropouts may differ)."""
-    return (config.vocab_size, config.cell, config.embedding_dim, config.hidden, config.layers)
 
 
 def settings_of(params: Params, variant: str
