@@ -4,16 +4,17 @@ One-off experiment, not a stage (2026-12-07). The 24 x 1,000-step language model
 800-token forward + backward ensemble at 92.94% / 92.96% (two classifier seeds), and more
 classifiers from the same two models stopped helping (reports/studies/longer_lm_ensemble.md);
 each doubling of the language model had added about half a point to the forward classifier.
-This continues lm24.py's forward language model for ``--epochs`` x 1,000 more steps (the
+This continues lm24.py's language model(s) for ``--epochs`` x 1,000 more steps (the
 pretrain stage's ``--init``: its weights, a fresh AdamW and a new one-cycle schedule peaking at
-``--lr``), fine-tunes the forward classifier on 800 tokens as the long_cpu_lm24 point does,
-and scores it, alone and with lm24.py's backward 800-token classifier, paired on evaluate's
-bootstrap resamples against the same classifiers from the 24 x 1,000-step model:
+``--lr``), fine-tunes each direction's classifier on 800 tokens as the long_cpu_lm24 point
+does, and scores them and their ensemble (with lm24.py's 800-token classifier for a direction
+not continued), paired on evaluate's bootstrap resamples against lm24.py's 800-token pair:
 
-    python docs/experiments/lm_restart.py <finished run's root> <lm24.py's out dir> <out dir>
+    python docs/experiments/lm_restart.py <finished run's root> <lm24.py's out dir> <out dir> \
+        [--directions forward backward]
 
-About 50 minutes per 12 x 1,000 steps and 20 for the classifier on the 2-core bf16 EPYC;
-steps already done (their files in <out dir>) are skipped.
+About 40 minutes per 12 x 1,000 steps and 20 per classifier on the 2-core bf16 EPYC; steps
+already done (their files in <out dir>) are skipped.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ from stage_runs import PROJECT, long_cpu_params, run_stage  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.studies import study_points  # noqa: E402
 
-CLASSIFIER = "rnn_pretrained"
+# direction -> (its classifier variant, lm24.py's language model, the continued one)
+DIRECTIONS = {"forward": ("rnn_pretrained", "lm24.pt", "lm_restart.pt"),
+              "backward": ("rnn_pretrained_backward", "lm24_backward.pt",
+                           "lm_restart_backward.pt")}
 
 
 def main() -> None:
@@ -42,8 +46,13 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a finished run's root (data/vocab, models/)")
     parser.add_argument("lm24", type=Path, help="lm24.py's out dir (lm24.pt, max_len800/)")
     parser.add_argument("out", type=Path, help="where the language model and classifier go")
+    parser.add_argument("--directions", nargs="+", choices=list(DIRECTIONS),
+                        default=["forward"])
     parser.add_argument("--epochs", type=int, default=12, help="x 1,000 more steps")
     parser.add_argument("--lr", type=float, default=0.0015, help="the new cycle's peak LR")
+    parser.add_argument("--classifier-seed", type=int, default=None,
+                        help="fine-tune with this classifier.seed, in <out dir>/seed<N>/, and "
+                             "compare with lm24.py's max_len800_seed<N>/ pair")
     args = parser.parse_args()
     run, lm24, out = args.run.resolve(), args.lm24.resolve(), args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -51,35 +60,51 @@ def main() -> None:
 
     point = study_points(load_params(PROJECT / "params.yaml"), "full_configuration")
     fine_tuning = point["long_cpu_lm24"].set  # 800 tokens, as lm24.py's max_len800 pair
-    params_file = long_cpu_params(
-        out, {**fine_tuning, "pretrain.epochs": args.epochs, "pretrain.lr": args.lr},
-        f"lm_restart.py: {args.epochs} x 1,000 more steps from lm24.pt", "params.yaml")
-    lm = out / "lm_restart.pt"
-    if not lm.exists():
-        run_stage("pretrain", "--init", str(lm24 / "lm24.pt"), "--params", str(params_file),
-                  "--data", str(data), "--out", str(lm), "--metrics", str(out / "lm_restart.json"),
-                  "--curve", str(out / "lm_restart.csv"), out=out)
-    if not (out / f"{CLASSIFIER}.pt").exists():
-        run_stage("train", CLASSIFIER, "--params", str(params_file), "--data", str(data),
-                  "--lm", str(lm), "--out-dir", str(out), "--reports", str(out), out=out)
+    settings = {**fine_tuning, "pretrain.epochs": args.epochs, "pretrain.lr": args.lr}
+    reason = f"lm_restart.py: {args.epochs} x 1,000 more steps from lm24.py's models"
+    params_file = long_cpu_params(out, settings, reason, "params.yaml")
+    classifiers, pair = out, lm24 / "max_len800"  # where ours go, lm24.py's to compare with
+    classifier_params = params_file
+    if args.classifier_seed is not None:
+        classifiers = out / f"seed{args.classifier_seed}"
+        pair = lm24 / f"max_len800_seed{args.classifier_seed}"
+        classifiers.mkdir(exist_ok=True)
+        classifier_params = long_cpu_params(
+            classifiers, settings | {"classifier.seed": args.classifier_seed}, reason,
+            "params.yaml")
+    for direction in args.directions:
+        variant, before, after = DIRECTIONS[direction]
+        if not (out / after).exists():
+            stem = Path(after).stem
+            run_stage("pretrain", "--direction", direction, "--init", str(lm24 / before),
+                      "--params", str(params_file), "--data", str(data), "--out", str(out / after),
+                      "--metrics", str(out / f"{stem}.json"), "--curve", str(out / f"{stem}.csv"),
+                      out=out)
+        if not (classifiers / f"{variant}.pt").exists():
+            run_stage("train", variant, "--params", str(classifier_params), "--data", str(data),
+                      "--lm", str(out / after), "--out-dir", str(classifiers),
+                      "--reports", str(classifiers), out=out)
 
-    before = lm24 / "max_len800"
-    files = {"forward restart": out / f"{CLASSIFIER}.pt",
-             "forward lm24": before / f"{CLASSIFIER}.pt",
-             "backward lm24": before / f"{CLASSIFIER}_backward.pt",
-             "nb_logreg": run / "models/nb_logreg.pt"}
+    files = {f"{direction} lm24": pair / f"{variant}.pt"
+             for direction, (variant, _, _) in DIRECTIONS.items()}
+    files |= {f"{direction} restart": classifiers / f"{DIRECTIONS[direction][0]}.pt"
+              for direction in args.directions}
+    files["nb_logreg"] = run / "models/nb_logreg.pt"
     test, proba, indices = score_saved(data, files, PROJECT / "params.yaml")
     rows = dict(proba)
-    rows["ensemble restart"] = (proba["forward restart"] + proba["backward lm24"]) / 2
     rows["ensemble lm24"] = (proba["forward lm24"] + proba["backward lm24"]) / 2
+    rows["ensemble restart"] = sum(
+        proba[f"{direction} restart" if direction in args.directions else f"{direction} lm24"]
+        for direction in DIRECTIONS) / len(DIRECTIONS)
     for name in ("ensemble restart", "ensemble lm24"):  # as evaluate's hybrid
         rows[f"{name} with nb_logreg"] = (rows[name] + proba["nb_logreg"]) / 2
     correct = {name: p.argmax(1) == test.labels for name, p in rows.items()}
     source = {name: str(files[name]) if name in files else "mean class probabilities"
               for name in rows}
     print("\n".join(comparison_table(
-        correct, ("forward lm24", "ensemble lm24", "nb_logreg"), source, indices)))
-    np.savez(out / "test_probabilities.npz", **{k.replace(" ", "_"): v for k, v in rows.items()})
+        correct, ("ensemble lm24", "nb_logreg"), source, indices)))
+    np.savez(classifiers / "test_probabilities.npz",
+             **{k.replace(" ", "_"): v for k, v in rows.items()})
 
 
 if __name__ == "__main__":
