@@ -392,12 +392,6 @@ def build_model(kind: str, config: dict) -> nn.Module:
     raise PipelineError(f"unknown model kind {kind!r}")
 
 
-def architecture(config: EncoderConfig) -> tuple:
-    """What must match between two encoders for one's weights to load into the other
-    (dropouts may differ)."""
-    return (config.vocab_size, config.cell, config.embedding_dim, config.hidden, config.layers)
-
-
 def encoder_dict(config: EncoderConfig) -> dict:
     return asdict(config)
 
@@ -450,6 +444,27 @@ def load_checkpoint(path: Path, expect_kind: str | None = None, vocab_size: int 
     records one)."""
     return model_from_checkpoint(read_checkpoint(path), path, expect_kind, vocab_size,
                                  vocab_sha256)
+
+
+def architecture(config: EncoderConfig) -> tuple:
+    """What must match between two encoders for one's weights to load into the other
+    (dropouts may differ)."""
+    return (config.vocab_size, config.cell, config.embedding_dim, config.hidden, config.layers)
+
+
+def load_language_model(path: Path, encoder: EncoderConfig, vocab_sha256: str, direction: str,
+                        user: str, remedy: str = "") -> LanguageModel:
+    """The language model saved at ``path``, checked to fit what ``user`` (who loads it) asks
+    for: the vocabulary, the direction and the encoder's architecture (dropouts may differ).
+    ``remedy`` ends the architecture mismatch's message."""
+    lm, blob = load_checkpoint(path, "language_model", encoder.vocab_size, vocab_sha256)
+    found = blob.get("direction", "forward")
+    if found != direction:
+        raise PipelineError(f"{path} is a {found} language model; {user} needs a {direction} one")
+    if architecture(lm.encoder.config) != architecture(encoder):
+        raise PipelineError(f"{path} was trained with encoder {lm.encoder.config}, but "
+                            f"params.yaml (model) asks for {encoder}{remedy}")
+    return lm
 
 
 def model_from_checkpoint(blob: dict, path: Path, expect_kind: str | None = None,

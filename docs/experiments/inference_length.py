@@ -32,7 +32,7 @@ from compare_with_committed_run import TestSplit  # noqa: E402
 
 from pipeline.batching import Corpus  # noqa: E402
 from pipeline.inference import for_inference  # noqa: E402
-from pipeline.models import model_from_checkpoint, read_checkpoint  # noqa: E402
+from pipeline.models import load_checkpoint  # noqa: E402
 from pipeline.tasks import predict_proba  # noqa: E402
 
 
@@ -51,35 +51,36 @@ def main() -> None:
     split = TestSplit.load(data)
     corpora = {"valid": Corpus.load(data, "valid"), "test": split.test}
 
-    trained_len = None
+    models = {}
+    for path in args.classifiers:
+        models[path] = load_checkpoint(path, "rnn_classifier", split.info["vocab_size"],
+                                       split.info["vocab_sha256"])
+    trained_lens = {blob["max_len"] for _, blob in models.values()}
+    if len(trained_lens) != 1:
+        raise SystemExit(f"the classifiers were fine-tuned on different lengths: {trained_lens}")
+    trained_len = trained_lens.pop()
+    # only the reviews longer than that read differently at another length
+    long = {name: corpus.take(np.flatnonzero(corpus.lengths > trained_len))
+            for name, corpus in corpora.items()}
+
     right: dict[tuple[str, str, int | None], int] = {}
     ensemble: dict[tuple[str, int | None], np.ndarray] = {}
-    for path in args.classifiers:
-        model, blob = model_from_checkpoint(read_checkpoint(path), path, "rnn_classifier",
-                                            split.info["vocab_size"], split.info["vocab_sha256"])
-        if trained_len not in (None, blob["max_len"]):
-            raise SystemExit(f"{path} was fine-tuned on {blob['max_len']} tokens, not "
-                             f"{trained_len} as the others")
-        trained_len = blob["max_len"]
+    for path, (model, _) in models.items():
         model = for_inference(model, split.runtime)
-        for split_name, corpus in corpora.items():
-            long = corpus.take(np.flatnonzero(corpus.lengths > trained_len))
+        for split_name, corpus in long.items():
             for max_len in [trained_len, *args.lengths]:
-                proba = predict_proba(model, long, 64, max_len, split.runtime.device,
+                proba = predict_proba(model, corpus, 64, max_len, split.runtime.device,
                                       split.runtime)
                 right[(str(path), split_name, max_len)] = int(
-                    (proba.argmax(1) == long.labels).sum())
+                    (proba.argmax(1) == corpus.labels).sum())
                 key = (split_name, max_len)
-                ensemble[key] = ensemble.get(key, 0) + proba / len(args.classifiers)
+                ensemble[key] = ensemble.get(key, 0) + proba / len(models)
     for (split_name, max_len), proba in ensemble.items():
-        corpus = corpora[split_name]
-        labels = corpus.labels[corpus.lengths > trained_len]
         right[("mean of the classifiers", split_name, max_len)] = int(
-            (proba.argmax(1) == labels).sum())
+            (proba.argmax(1) == long[split_name].labels).sum())
 
     lengths = [trained_len, *args.lengths]
-    counts = {name: int((corpus.lengths > trained_len).sum()) for name, corpus in corpora.items()}
-    print(f"right of the {counts['valid']} valid / {counts['test']} test reviews longer than "
+    print(f"right of the {len(long['valid'])} valid / {len(long['test'])} test reviews longer than "
           f"{trained_len} tokens, reading at most:")
     print("| classifier | " + " | ".join(f"{n or 'all'} tokens" for n in lengths) + " |")
     print("|---|" + "---|" * len(lengths))

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the pipeline pac
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside this one
 
 from compare_with_committed_run import comparison_table, score_saved  # noqa: E402
-from stage_runs import PROJECT, long_cpu_params, run_stage  # noqa: E402
+from stage_runs import PROJECT, fine_tune, long_cpu_params, pretrain  # noqa: E402
 
 from pipeline.studies import setting  # noqa: E402
 
@@ -48,14 +48,6 @@ def settings_dir(out: Path, settings: dict[str, object]) -> Path:
     return out / "_".join(f"{key.rsplit('.', 1)[-1]}{value}" for key, value in settings.items())
 
 
-def fine_tune(variant: str, params_file: Path, data: Path, lm: Path, dest: Path,
-              out: Path) -> None:
-    """The train stage's ``variant`` from ``lm`` into ``dest``, unless it is there already."""
-    if not (dest / f"{variant}.pt").exists():
-        run_stage("train", variant, "--params", str(params_file), "--data", str(data),
-                  "--lm", str(lm), "--out-dir", str(dest), "--reports", str(dest), out=out)
-
-
 def train(run: Path, out: Path, directions: list[str], also: dict[str, object],
           extra: Path | None) -> None:
     """The language models and one classifier each in ``out``; with ``also``, one more
@@ -66,12 +58,7 @@ def train(run: Path, out: Path, directions: list[str], also: dict[str, object],
     data = run / "data/vocab"
     for direction in directions:
         variant, lm = DIRECTIONS[direction]
-        stem = Path(lm).stem
-        if not (out / lm).exists():
-            run_stage("pretrain", "--direction", direction, "--params", str(params_file),
-                      "--data", str(data), "--out", str(out / lm),
-                      "--metrics", str(out / f"{stem}.json"),
-                      "--curve", str(out / f"{stem}.csv"), out=out)
+        pretrain(direction, params_file, data, out / lm, out)
         fine_tune(variant, params_file, data, out / lm, out, out)
     if extra is None:
         return

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the pipeline pac
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside this one
 
 from compare_with_committed_run import comparison_table, score_saved  # noqa: E402
-from stage_runs import PROJECT, long_cpu_params, run_stage  # noqa: E402
+from stage_runs import PROJECT, fine_tune, long_cpu_params, pretrain  # noqa: E402
 
 from pipeline.config import load_params  # noqa: E402
 from pipeline.studies import study_points  # noqa: E402
@@ -74,16 +74,8 @@ def main() -> None:
             "params.yaml")
     for direction in args.directions:
         variant, before, after = DIRECTIONS[direction]
-        if not (out / after).exists():
-            stem = Path(after).stem
-            run_stage("pretrain", "--direction", direction, "--init", str(lm24 / before),
-                      "--params", str(params_file), "--data", str(data), "--out", str(out / after),
-                      "--metrics", str(out / f"{stem}.json"), "--curve", str(out / f"{stem}.csv"),
-                      out=out)
-        if not (classifiers / f"{variant}.pt").exists():
-            run_stage("train", variant, "--params", str(classifier_params), "--data", str(data),
-                      "--lm", str(out / after), "--out-dir", str(classifiers),
-                      "--reports", str(classifiers), out=out)
+        pretrain(direction, params_file, data, out / after, out, "--init", str(lm24 / before))
+        fine_tune(variant, classifier_params, data, out / after, classifiers, out)
 
     files = {f"{direction} lm24": pair / f"{variant}.pt"
              for direction, (variant, _, _) in DIRECTIONS.items()}
@@ -102,7 +94,7 @@ def main() -> None:
     source = {name: str(files[name]) if name in files else "mean class probabilities"
               for name in rows}
     print("\n".join(comparison_table(
-        correct, ("ensemble lm24", "nb_logreg"), source, indices)))
+        correct, ("forward lm24", "ensemble lm24", "nb_logreg"), source, indices)))
     np.savez(classifiers / "test_probabilities.npz",
              **{k.replace(" ", "_"): v for k, v in rows.items()})
 

@@ -1,7 +1,8 @@
 """What the one-off scripts that rerun the pipeline's own stages outside DVC share: the
 full configuration's long_cpu point's params with a few more settings, written to a file
 the stages read, and one stage run as a subprocess that logs to MLflow (by default to an
-sqlite store in the script's out dir, not the project's)."""
+sqlite store in the script's out dir, not the project's): a language model pretrained or a
+classifier fine-tuned unless its file is there already."""
 
 from __future__ import annotations
 
@@ -37,3 +38,22 @@ def run_stage(stage: str, *args: str, out: Path) -> None:
         "MLFLOW_TRACKING_URI", f"sqlite:///{out}/mlflow.db")}
     subprocess.run([sys.executable, "-m", f"pipeline.stages.{stage}", *args],
                    check=True, cwd=PROJECT, env=env)
+
+
+def pretrain(direction: str, params_file: Path, data: Path, lm: Path, out: Path,
+             *extra: str) -> None:
+    """The pretrain stage's ``direction`` language model into ``lm`` (its metrics and curve
+    beside it, as <stem>.json and <stem>.csv), unless it is there already."""
+    if not lm.exists():
+        stem = lm.with_suffix("")
+        run_stage("pretrain", "--direction", direction, *extra, "--params", str(params_file),
+                  "--data", str(data), "--out", str(lm), "--metrics", f"{stem}.json",
+                  "--curve", f"{stem}.csv", out=out)
+
+
+def fine_tune(variant: str, params_file: Path, data: Path, lm: Path, dest: Path,
+              out: Path) -> None:
+    """The train stage's ``variant`` from ``lm`` into ``dest``, unless it is there already."""
+    if not (dest / f"{variant}.pt").exists():
+        run_stage("train", variant, "--params", str(params_file), "--data", str(data),
+                  "--lm", str(lm), "--out-dir", str(dest), "--reports", str(dest), out=out)

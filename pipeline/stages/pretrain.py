@@ -28,9 +28,8 @@ from pipeline.io import atomic_outputs, read_json, require, write_json
 from pipeline.models import (
     EncoderConfig,
     LanguageModel,
-    architecture,
     encoder_dict,
-    load_checkpoint,
+    load_language_model,
     save_checkpoint,
 )
 from pipeline.runtime import setup
@@ -57,13 +56,8 @@ def in_direction(corpora: list[Corpus], direction: str) -> list[Corpus]:
 def load_initial_weights(model: LanguageModel, path: Path, direction: str, info: dict) -> None:
     """``model``'s weights from the language model saved at ``path``, checked to be the same
     model: the vocabulary, direction, encoder architecture and softmax (dropouts may differ)."""
-    saved, blob = load_checkpoint(path, "language_model", info["vocab_size"], info["vocab_sha256"])
-    if blob.get("direction", "forward") != direction:
-        raise PipelineError(f"{path} is a {blob.get('direction', 'forward')} language model; "
-                            f"--init for a {direction} one needs a {direction} one")
-    if architecture(saved.encoder.config) != architecture(model.encoder.config):
-        raise PipelineError(f"{path} was trained with encoder {saved.encoder.config}, but "
-                            f"params.yaml (model) asks for {model.encoder.config}")
+    saved = load_language_model(path, model.encoder.config, info["vocab_sha256"], direction,
+                                f"--init for a {direction} one")
     try:
         model.load_state_dict(saved.state_dict())
     except RuntimeError as exc:  # another softmax or other adaptive cutoffs

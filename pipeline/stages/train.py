@@ -47,9 +47,8 @@ from pipeline.models import (
     EncoderConfig,
     RNNClassifier,
     RNNEncoder,
-    architecture,
     encoder_dict,
-    load_checkpoint,
+    load_language_model,
     save_checkpoint,
 )
 from pipeline.runtime import Runtime, setup
@@ -85,17 +84,8 @@ def pretrained_encoder(lm_path: Path, params: Params, vocab_size: int, vocab_sha
                        direction: str = "forward") -> RNNEncoder:
     """The language model's encoder, checked against the vocabulary and params.yaml's model
     section."""
-    encoder = EncoderConfig.of(params.model, vocab_size)
-    lm, blob = load_checkpoint(lm_path, "language_model", vocab_size, vocab_sha256)
-    if blob.get("direction", "forward") != direction:
-        raise PipelineError(f"{lm_path} is a {blob.get('direction', 'forward')} language model; "
-                            f"this classifier needs a {direction} one")
-    if architecture(lm.encoder.config) != architecture(encoder):
-        raise PipelineError(
-            f"{lm_path} was trained with encoder {lm.encoder.config}, but params.yaml "
-            f"(model) asks for {encoder}: rerun pretrain (dvc repro)"
-        )
-    return lm.encoder
+    return load_language_model(lm_path, EncoderConfig.of(params.model, vocab_size), vocab_sha256,
+                               direction, "this classifier", ": rerun pretrain (dvc repro)").encoder
 
 
 def build(variant: str, params: Params, vocab_size: int, vocab_sha256: str, n_classes: int,
