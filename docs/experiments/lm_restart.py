@@ -13,8 +13,9 @@ not continued), paired on evaluate's bootstrap resamples against lm24.py's 800-t
     python docs/experiments/lm_restart.py <finished run's root> <lm24.py's out dir> <out dir> \
         [--directions forward backward]
 
-About 40 minutes per 12 x 1,000 steps and 20 per classifier on the 2-core bf16 EPYC; steps
-already done (their files in <out dir>) are skipped.
+About 47-51 minutes per 12 x 1,000 steps and 20 per classifier on the 2-core bf16 EPYC; steps
+already done (their files in <out dir>) are skipped, so ``--directions forward backward`` after
+a forward-only run adds the backward half.
 """
 
 from __future__ import annotations
