@@ -8,7 +8,8 @@ This continues lm24.py's language model(s) for ``--epochs`` x 1,000 more steps (
 pretrain stage's ``--init``: its weights, a fresh AdamW and a new one-cycle schedule peaking at
 ``--lr``), fine-tunes each direction's classifier on 800 tokens as the long_cpu_lm24 point
 does, and scores them and their ensemble (with lm24.py's 800-token classifier for a direction
-not continued), paired on evaluate's bootstrap resamples against lm24.py's 800-token pair:
+not continued), paired on evaluate's bootstrap resamples against lm24.py's 800-token pair,
+then prints the same models' and ensembles' accuracy on valid:
 
     python docs/experiments/lm_restart.py <finished run's root> <lm24.py's out dir> <out dir> \
         [--directions forward backward]
@@ -29,10 +30,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the pipeline package
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside this one
 
-from compare_with_committed_run import comparison_table, score_saved  # noqa: E402
+from compare_with_committed_run import TestSplit, comparison_table  # noqa: E402
 from stage_runs import PROJECT, fine_tune, long_cpu_params, pretrain  # noqa: E402
 
+from pipeline.batching import Corpus  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
+from pipeline.inference import saved_classifier_proba  # noqa: E402
 from pipeline.studies import study_points  # noqa: E402
 
 # direction -> (its classifier variant, lm24.py's language model, the continued one)
@@ -83,21 +86,39 @@ def main() -> None:
     files |= {f"{direction} restart": classifiers / f"{DIRECTIONS[direction][0]}.pt"
               for direction in args.directions}
     files["nb_logreg"] = run / "models/nb_logreg.pt"
-    test, proba, indices = score_saved(data, files, PROJECT / "params.yaml")
-    rows = dict(proba)
-    rows["ensemble lm24"] = (proba["forward lm24"] + proba["backward lm24"]) / 2
-    rows["ensemble restart"] = sum(
-        proba[f"{direction} restart" if direction in args.directions else f"{direction} lm24"]
-        for direction in DIRECTIONS) / len(DIRECTIONS)
-    for name in ("ensemble restart", "ensemble lm24"):  # as evaluate's hybrid
-        rows[f"{name} with nb_logreg"] = (rows[name] + proba["nb_logreg"]) / 2
-    correct = {name: p.argmax(1) == test.labels for name, p in rows.items()}
+    split = TestSplit.load(data, PROJECT / "params.yaml")
+    rows = with_ensembles({name: split.proba(path)[0] for name, path in files.items()},
+                          args.directions)
+    correct = {name: p.argmax(1) == split.test.labels for name, p in rows.items()}
     source = {name: str(files[name]) if name in files else "mean class probabilities"
               for name in rows}
     print("\n".join(comparison_table(
-        correct, ("forward lm24", "ensemble lm24", "nb_logreg"), source, indices)))
+        correct, ("forward lm24", "ensemble lm24", "nb_logreg"), source, split.indices)))
     np.savez(classifiers / "test_probabilities.npz",
              **{k.replace(" ", "_"): v for k, v in rows.items()})
+
+    # The same on valid, the split a choice between these would be made on.
+    valid = Corpus.load(data, "valid")
+    valid_rows = with_ensembles(
+        {name: saved_classifier_proba(path.stem, path.parent, valid, split.info,
+                                      split.runtime)[0] for name, path in files.items()},
+        args.directions)
+    print(f"\nvalid accuracy ({len(valid):,} reviews):")
+    for name, p in valid_rows.items():
+        print(f"  {name}: {100 * (p.argmax(1) == valid.labels).mean():.2f}%")
+
+
+def with_ensembles(proba: dict[str, np.ndarray], continued: list[str]) -> dict[str, np.ndarray]:
+    """``proba`` (each model's class probabilities) and the ensembles made from them: the
+    lm24 pair, the continued directions with lm24's for the others, each with nb_logreg."""
+    rows = dict(proba)
+    rows["ensemble lm24"] = (proba["forward lm24"] + proba["backward lm24"]) / 2
+    rows["ensemble restart"] = sum(
+        proba[f"{direction} restart" if direction in continued else f"{direction} lm24"]
+        for direction in DIRECTIONS) / len(DIRECTIONS)
+    for name in ("ensemble restart", "ensemble lm24"):  # as evaluate's hybrid
+        rows[f"{name} with nb_logreg"] = (rows[name] + proba["nb_logreg"]) / 2
+    return rows
 
 
 if __name__ == "__main__":
