@@ -63,12 +63,13 @@ def main() -> None:
     long = {name: corpus.take(np.flatnonzero(corpus.lengths > trained_len))
             for name, corpus in corpora.items()}
 
+    lengths = [trained_len, *args.lengths]
     right: dict[tuple[str, str, int | None], int] = {}
     ensemble: dict[tuple[str, int | None], np.ndarray] = {}
     for path, (model, _) in models.items():
         model = for_inference(model, split.runtime)
         for split_name, corpus in long.items():
-            for max_len in [trained_len, *args.lengths]:
+            for max_len in lengths:
                 proba = predict_proba(model, corpus, 64, max_len, split.runtime.device,
                                       split.runtime)
                 right[(str(path), split_name, max_len)] = int(
@@ -79,7 +80,6 @@ def main() -> None:
         right[("mean of the classifiers", split_name, max_len)] = int(
             (proba.argmax(1) == long[split_name].labels).sum())
 
-    lengths = [trained_len, *args.lengths]
     print(f"right of the {len(long['valid'])} valid / {len(long['test'])} test reviews longer than "
           f"{trained_len} tokens, reading at most:")
     print("| classifier | " + " | ".join(f"{n or 'all'} tokens" for n in lengths) + " |")
