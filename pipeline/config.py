@@ -169,6 +169,11 @@ class PretrainParams(Section):
     weight_decay: float = Field(0.01, ge=0.0)
     clip: float = Field(0.25, gt=0.0)
     max_documents: int | None = Field(None, gt=0)
+    # a warm restart (SGDR-style) after the one-cycle schedule: this many more epochs from its
+    # best weights, with a fresh AdamW and a new one-cycle schedule peaking at restart_lr
+    # (0 = none); the same as running the stage again with --init on its output
+    restart_epochs: int = Field(0, ge=0)
+    restart_lr: float = Field(1.5e-3, gt=0.0)
 
     @model_validator(mode="after")
     def _cutoffs_increase(self) -> PretrainParams:

@@ -39,6 +39,8 @@ def test_classifier_seed_defaults_to_the_runtime_seed(tmp_path: Path) -> None:
     (lambda p: p["pretrain"].update(batch_size=-4), "pretrain.batch_size"),
     (lambda p: p["pretrain"].update(bptt="seventy"), "pretrain.bptt"),
     (lambda p: p["pretrain"].update(bpt=70), "pretrain.bpt: unknown key"),
+    (lambda p: p["pretrain"].update(restart_epochs=-1), "pretrain.restart_epochs"),
+    (lambda p: p["pretrain"].update(restart_lr=0), "pretrain.restart_lr"),
     (lambda p: p.update(extra_section={}), "extra_section: unknown key"),
     (lambda p: p["vocab"].pop("min_freq") and p.pop("vocab"), "vocab: required key is missing"),
     (lambda p: p["prepare"].update(valid_fraction=1.5), "prepare.valid_fraction"),

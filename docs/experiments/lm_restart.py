@@ -14,6 +14,9 @@ then prints the same models' and ensembles' accuracy on valid:
     python docs/experiments/lm_restart.py <finished run's root> <lm24.py's out dir> <out dir> \
         [--directions forward backward]
 
+Since then the pretrain stage does the same restart itself with ``pretrain.restart_epochs``
+(the same model bit for bit; the long_cpu_lm24_restart point of studies.full_configuration).
+
 About 47-51 minutes per 12 x 1,000 steps and 20 per classifier on the 2-core bf16 EPYC; steps
 already done (their files in <out dir>) are skipped, so ``--directions forward backward`` after
 a forward-only run adds the backward half.
