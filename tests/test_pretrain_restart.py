@@ -53,10 +53,12 @@ def pretrain(tiny_run: TinyRun, tmp_path: Path) -> Pretrain:
 
 
 def test_a_restart_is_the_stage_again_with_init(pretrain: Pretrain) -> None:
-    restart = {"restart_epochs": 2, "restart_lr": 0.002}
-    model, metrics = pretrain("one_stage", restart)
-    first, first_metrics = pretrain("first", {"restart_epochs": 0})
-    second, second_metrics = pretrain("second", {"epochs": 2, "lr": 0.002}, "--init", str(first))
+    # two adaptive-softmax clusters below the tiny vocabulary's size, as the default's
+    softmax = {"adaptive_cutoffs": [50, 200]}
+    model, metrics = pretrain("one_stage", softmax | {"restart_epochs": 2, "restart_lr": 0.002})
+    first, first_metrics = pretrain("first", softmax)
+    second, second_metrics = pretrain("second", softmax | {"epochs": 2, "lr": 0.002},
+                                      "--init", str(first))
     assert same_weights(model, second)
     assert not same_weights(first, second)
     assert metrics["valid_perplexity"] == second_metrics["valid_perplexity"]
