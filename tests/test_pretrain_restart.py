@@ -9,18 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from pipeline.io import read_json
 from pipeline.training import KILL_AFTER_STEPS
-from tests.conftest import TinyRun, stage
-
-
-def same_weights(a: Path, b: Path) -> bool:
-    sa = torch.load(a, weights_only=True)["state_dict"]
-    sb = torch.load(b, weights_only=True)["state_dict"]
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+from tests.conftest import TinyRun, same_weights, stage
 
 
 class Pretrain:

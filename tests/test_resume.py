@@ -8,23 +8,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from pipeline.training import KILL_AFTER_STEPS, KILL_SIGNAL
-from tests.conftest import make_project, run, stage, tiny_params
+from tests.conftest import make_project, run, same_weights, stage, tiny_params
 
 
 def prepare_inputs(root: Path, params: dict, env: dict) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     for module in ("fetch", "prepare", "tokenize", "vocab"):
         stage(module, "--params", "params.yaml", cwd=root, env=env)
-
-
-def same_weights(a: Path, b: Path) -> bool:
-    sa = torch.load(a, weights_only=True)["state_dict"]
-    sb = torch.load(b, weights_only=True)["state_dict"]
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 @pytest.fixture(scope="module")
