@@ -5,6 +5,7 @@ when killed during the restart."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -26,17 +27,20 @@ class Pretrain:
         self.out = out
         self.env = {"MLFLOW_TRACKING_URI": f"sqlite:///{out / 'mlflow.db'}"}
 
-    def __call__(self, name: str, pretrain: dict, *extra: str, check: bool = True,
-                 env: dict | None = None) -> tuple[Path, dict]:
+    def run(self, name: str, pretrain: dict, *extra: str, check: bool = True,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+        """The stage with these pretrain settings, its outputs named ``name``."""
         params = {**self.params, "pretrain": {**self.params["pretrain"], **pretrain}}
         (self.out / f"{name}.yaml").write_text(yaml.safe_dump(params))
-        done = stage("pretrain", *extra, "--params", str(self.out / f"{name}.yaml"),
+        return stage("pretrain", *extra, "--params", str(self.out / f"{name}.yaml"),
                      "--data", str(self.data), "--out", str(self.out / f"{name}.pt"),
                      "--metrics", str(self.out / f"{name}.json"),
                      "--curve", str(self.out / f"{name}.csv"), cwd=self.out,
                      env={**self.env, **(env or {})}, check=check)
-        if not check:
-            return done, {}
+
+    def __call__(self, name: str, pretrain: dict, *extra: str) -> tuple[Path, dict]:
+        """The stage run to the end: its model file and metrics."""
+        self.run(name, pretrain, *extra)
         return self.out / f"{name}.pt", read_json(self.out / f"{name}.json")
 
 
@@ -77,7 +81,7 @@ def test_killed_during_the_restart_resumes_to_the_same_model(pretrain: Pretrain)
     checkpoints = pretrain.out / "checkpoints"
     assert not checkpoints.exists() or not any(checkpoints.iterdir())
 
-    killed, _ = pretrain("resumed", settings, check=False, env={KILL_AFTER_STEPS: "3"})
+    killed = pretrain.run("resumed", settings, check=False, env={KILL_AFTER_STEPS: "3"})
     assert killed.returncode == -9
     assert not (pretrain.out / "resumed.pt").exists()
     assert sorted(p.name for p in checkpoints.iterdir()) == ["pretrain.pt",
