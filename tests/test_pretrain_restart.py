@@ -1,7 +1,7 @@
 """pretrain.restart_epochs: a warm restart inside the pretrain stage gives the same language
 model as the stage run again with --init on its output (the two-phase recipe measured with
 docs/experiments/lm_restart.py), numbers its epochs on across both cycles, and resumes exactly
-when killed during the restart."""
+when killed during the restart, after the first cycle even with other restart settings."""
 
 from __future__ import annotations
 
@@ -91,3 +91,17 @@ def test_killed_during_the_restart_resumes_to_the_same_model(pretrain: Pretrain)
     assert metrics["valid_perplexity"] == expected["valid_perplexity"]
     assert metrics["epochs"] == expected["epochs"] == 3
     assert not any(checkpoints.iterdir())
+
+
+def test_other_restart_settings_resume_after_the_first_cycle(pretrain: Pretrain) -> None:
+    # killed in the restart, then run with another restart_lr: the first cycle's checkpoint
+    # (its schedule does not depend on the restart's settings) is reused, the restart's is not
+    settings = {"epochs": 1, "steps_per_epoch": 2, "restart_epochs": 2}
+    killed = pretrain.run("changed", settings, check=False, env={KILL_AFTER_STEPS: "3"})
+    assert killed.returncode == -9
+    changed = settings | {"restart_lr": 0.0005}
+    rerun = pretrain.run("changed", changed)
+    assert "[pretrain] resuming from" in rerun.stdout
+    assert "pretrain_restart.pt is from other settings" in rerun.stdout
+    reference, _ = pretrain("reference", changed)
+    assert same_weights(pretrain.out / "changed.pt", reference)

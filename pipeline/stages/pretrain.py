@@ -144,6 +144,10 @@ def main() -> None:
     if config.restart_epochs:
         cycles.append(Cycle(f"{name}_restart", config.restart_epochs, config.restart_lr))
     settings = flatten(params, ("data", "vocab", "model", "pretrain"))
+    # the first cycle does not depend on the restart's settings: a run killed during the
+    # restart and rerun with other ones resumes after the first cycle (hours on a CPU)
+    first_cycle_settings = {key: value for key, value in settings.items()
+                            if not key.startswith("pretrain.restart_")}
     inputs = [args.init] if args.init is not None else []
 
     def new_model() -> LanguageModel:
@@ -183,8 +187,9 @@ def main() -> None:
                   f"{config.batch_size}x{config.bptt}, peak LR {cycle.lr}; "
                   f"{sum(p.numel() for p in model.parameters()):,} parameters; "
                   f"{runtime.describe()}")
-            checkpoint = Checkpointing.for_stage(cycle.name, settings, params.runtime, info,
-                                                 inputs)
+            checkpoint = Checkpointing.for_stage(
+                cycle.name, settings if done.results else first_cycle_settings, params.runtime,
+                info, inputs)
             result = fit(model, task, optimizer, scheduler, runtime, epochs=cycle.epochs,
                          clip=config.clip, monitor="valid_loss", higher_is_better=False,
                          desc=cycle.name, on_epoch=log if on_epoch is not None else None,
