@@ -121,16 +121,17 @@ def stop_queue_workers(root: Path) -> None:
                 os.killpg(os.getpgid(info["pid"]), signal.SIGKILL)
 
 
-def make_project(dest: Path, params: dict) -> Path:
-    """A fresh git + DVC repository holding this project's code and the given params."""
+def make_project(dest: Path, params: dict, code: Path = REPO) -> Path:
+    """A fresh git + DVC repository holding this project's code (or that of another checkout
+    of it, ``code``) and the given params."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("pipeline", "dvc.yaml", "pyproject.toml"):
-        source = REPO / name
+        source = code / name
         if source.is_dir():
             shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, dest / name)
-    shutil.copy2(REPO / ".gitignore", dest / ".gitignore")
+    shutil.copy2(code / ".gitignore", dest / ".gitignore")
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t"}

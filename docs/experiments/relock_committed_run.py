@@ -1,0 +1,184 @@
+"""Keep dvc.lock true to the committed run after a change that does not alter its results.
+
+The repository commits one whole default run: dvc.lock and the reports it hashes. A later
+change to code a stage depends on (a refactor, a new param whose default keeps the old
+behaviour) leaves that run's hashes stale: ``dvc status`` calls the stage changed, and
+tests/test_committed_run.py fails. Rerunning the whole default (25-47 minutes on two CPU
+cores) is one fix; when the change leaves every result as it was, this script is the other:
+
+    python docs/experiments/relock_committed_run.py compare --since <commit of the run>
+    python docs/experiments/relock_committed_run.py record
+
+``compare`` runs ``dvc repro`` on the tests' tiny dataset with the code and params of
+``--since`` and with this working tree's, then compares every DVC output of the two runs:
+data, models and predictions byte for byte, JSON reports and CSV curves field by field
+except the wall-clock ones and MLflow run ids, plots but the accuracy-vs-training-time one
+(README: Reliability, Reproducible). It exits
+1, naming each difference, unless there is none. ``record`` then re-records in dvc.lock the
+hashes of the git-tracked files the current stages depend on or write, and the params
+sections' keys that params.yaml added (a recorded value that changed is an error: that
+needs a new run), and drops the entries of stages dvc.yaml no longer has. Where a report's
+format changed (a new column), rewrite the committed report as the new code would have
+written it for that run before ``record``, and say so in the commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import TINY_OVERRIDES, make_project, merge, sha256  # noqa: E402
+from tests.tiny_imdb import build_archive  # noqa: E402
+
+# fields that differ between two runs of the same code by design: wall-clock times and ids
+WALL_CLOCK = ("seconds", "per_second", "mlflow_run_id", "peak_rss_mb")
+WALL_CLOCK_PLOTS = ("reports/accuracy_vs_train_time.png",)  # training time is its x axis
+
+
+def wall_clock(key: str) -> bool:
+    return key.endswith(WALL_CLOCK)
+
+
+def tiny_run(code: Path, dest: Path, archive: Path) -> None:
+    """``dvc repro`` of ``code``'s pipeline and params on the tiny dataset, in ``dest``."""
+    # the default's directions, unlike the tests' tiny run: its stages are the ones locked
+    params = merge(yaml.safe_load((code / "params.yaml").read_text()),
+                   {key: value for key, value in TINY_OVERRIDES.items() if key != "ensemble"})
+    params["fetch"]["mirrors"] = {"imdb": {archive.name: {"path": str(archive),
+                                                          "sha256": sha256(archive)}}}
+    make_project(dest, params, code)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{dest / 'mlflow.db'}"}
+    result = subprocess.run(["dvc", "repro"], cwd=dest, env=env, capture_output=True,
+                            text=True)
+    if result.returncode != 0:
+        sys.exit(f"dvc repro failed in {dest}:\n{result.stdout[-3000:]}\n"
+                 f"{result.stderr[-3000:]}")
+
+
+def without_wall_clock(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: without_wall_clock(v) for k, v in value.items() if not wall_clock(k)}
+    if isinstance(value, list):
+        return [without_wall_clock(v) for v in value]
+    return value
+
+
+def same_file(a: Path, b: Path) -> bool:
+    if a.read_bytes() == b.read_bytes():
+        return True
+    if a.suffix == ".json":
+        return without_wall_clock(json.loads(a.read_text())) == without_wall_clock(
+            json.loads(b.read_text()))
+    if a.suffix == ".csv":
+        left, right = pd.read_csv(a), pd.read_csv(b)
+        kept = [column for column in left.columns if not wall_clock(column)]
+        return list(left.columns) == list(right.columns) and left[kept].equals(right[kept])
+    return False
+
+
+def files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def outputs(project: Path) -> list[str]:
+    stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    return [out["path"] for stage in stages.values() for out in stage.get("outs", [])]
+
+
+def compare(since: str) -> int:
+    with tempfile.TemporaryDirectory(prefix="relock-") as tmp:
+        root = Path(tmp)
+        archive = build_archive(root / "aclImdb_v1.tar.gz")
+        old_tree = root / "old_tree"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach",
+                        str(old_tree), since], check=True)
+        try:
+            tiny_run(old_tree, root / "old", archive)
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                            str(old_tree)], check=True)
+        tiny_run(REPO, root / "new", archive)
+        old_outs, new_outs = outputs(root / "old"), outputs(root / "new")
+        differences = [f"{path}: only in one run" for path in set(old_outs) ^ set(new_outs)]
+        for out in sorted(set(old_outs) & set(new_outs)):
+            old_files = [p.relative_to(root / "old") for p in files_under(root / "old" / out)]
+            new_files = [p.relative_to(root / "new") for p in files_under(root / "new" / out)]
+            if old_files != new_files:
+                differences.append(f"{out}: other files")
+                continue
+            differences += [f"{name}: differs" for name in old_files
+                            if str(name) not in WALL_CLOCK_PLOTS
+                            and not same_file(root / "old" / name, root / "new" / name)]
+    for line in differences:
+        print(line)
+    print(f"{len(differences)} difference(s) between {since} and this working tree, wall "
+          f"clock and MLflow run ids aside")
+    return 1 if differences else 0
+
+
+def record() -> int:
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True,
+                                 text=True, check=True).stdout.split())
+    current = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout.split()
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    from dvc.utils.serialize import modify_yaml  # DVC's own round-trip writer for its files
+
+    changes = []
+    with modify_yaml(REPO / "dvc.lock") as lock:
+        for stale in [name for name in lock["stages"] if name not in current]:
+            del lock["stages"][stale]  # DVC keeps a stage's entry after dvc.yaml drops it
+            changes.append(f"{stale}: dropped (not in dvc.yaml)")
+        for name, stage in lock["stages"].items():
+            for entry in [*stage.get("deps", []), *stage.get("outs", [])]:
+                if entry["path"] not in tracked:
+                    continue
+                data = (REPO / entry["path"]).read_bytes()
+                md5 = hashlib.md5(data).hexdigest()
+                if entry["md5"] != md5:
+                    entry["md5"], entry["size"] = md5, len(data)
+                    changes.append(f"{name}: {entry['path']}")
+            for section, recorded in stage.get("params", {}).get("params.yaml", {}).items():
+                now = params
+                for key in section.split("."):
+                    now = now[key]
+                if not isinstance(recorded, dict):
+                    recorded, now = {section: recorded}, {section: now}
+                changed = [key for key in recorded if recorded[key] != now.get(key)]
+                if changed:
+                    sys.exit(f"{name}: params {section} {', '.join(changed)} changed since "
+                             "the committed run: that needs a new run, not a relock")
+                for key in [key for key in now if key not in recorded]:
+                    recorded[key] = now[key]
+                    changes.append(f"{name}: params {section}.{key} = {now[key]!r}")
+    for line in changes:
+        print(line)
+    print(f"{len(changes)} change(s) recorded in dvc.lock")
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("compare").add_argument("--since", required=True,
+                                                help="the commit of the committed run")
+    commands.add_parser("record")
+    args = parser.parse_args()
+    sys.exit(compare(args.since) if args.command == "compare" else record())
+
+
+if __name__ == "__main__":
+    main()
