@@ -16,8 +16,9 @@ except the wall-clock ones and MLflow run ids, plots but the accuracy-vs-trainin
 (README: Reliability, Reproducible). It exits
 1, naming each difference, unless there is none. ``record`` then re-records in dvc.lock the
 hashes of the git-tracked files the current stages depend on or write, and the params
-sections' keys that params.yaml added (a recorded value that changed is an error: that
-needs a new run), and drops the entries of stages dvc.yaml no longer has. Where a report's
+sections' keys that params.yaml added, at any depth (a recorded value that changed is an
+error: that needs a new run, as does a changed command, which it leaves), and drops the
+entries of stages dvc.yaml no longer has. Where a report's
 format changed (a new column), rewrite the committed report as the new code would have
 written it for that run before ``record``, and say so in the commit.
 """
@@ -128,6 +129,21 @@ def compare(since: str) -> int:
     return 1 if differences else 0
 
 
+def add_new_keys(recorded: object, now: object, where: str, changes: list[str],
+                 stage: str) -> list[str]:
+    """Adds to ``recorded`` (a stage's params in dvc.lock) the keys params.yaml has added
+    since, at any depth; returns the params whose recorded value differs."""
+    if not (isinstance(recorded, dict) and isinstance(now, dict)):
+        return [] if recorded == now else [where]
+    changed = [param for key in recorded for param in
+               (add_new_keys(recorded[key], now[key], f"{where}.{key}", changes, stage)
+                if key in now else [f"{where}.{key}"])]
+    for key in [key for key in now if key not in recorded]:
+        recorded[key] = now[key]
+        changes.append(f"{stage}: params {where}.{key} = {now[key]!r}")
+    return changed
+
+
 def record() -> int:
     tracked = set(subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True,
                                  text=True, check=True).stdout.split())
@@ -154,15 +170,10 @@ def record() -> int:
                 now = params
                 for key in section.split("."):
                     now = now[key]
-                if not isinstance(recorded, dict):
-                    recorded, now = {section: recorded}, {section: now}
-                changed = [key for key in recorded if recorded[key] != now.get(key)]
+                changed = add_new_keys(recorded, now, section, changes, name)
                 if changed:
-                    sys.exit(f"{name}: params {section} {', '.join(changed)} changed since "
-                             "the committed run: that needs a new run, not a relock")
-                for key in [key for key in now if key not in recorded]:
-                    recorded[key] = now[key]
-                    changes.append(f"{name}: params {section}.{key} = {now[key]!r}")
+                    sys.exit(f"{name}: params {', '.join(changed)} changed since the "
+                             "committed run: that needs a new run, not a relock")
     for line in changes:
         print(line)
     print(f"{len(changes)} change(s) recorded in dvc.lock")
