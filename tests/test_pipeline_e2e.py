@@ -151,6 +151,33 @@ def test_mlflow_runs_are_linked(project: Path) -> None:
     assert str(project) in mlflow.models.get_model_info(model.model_uri).artifact_path
 
 
+def test_evaluate_with_another_tracking_store(project: Path, tmp_path: Path) -> None:
+    # a clone sharing the DVC cache (or outputs pulled from a DVC remote): DVC keeps the
+    # trained models, whose training runs live in another MLflow store. evaluate scores them
+    # the same and names each run it could not add the test metrics to, instead of failing
+    # (the registry, which needs a training run's logged model, is off here)
+    copy = copy_project(project, tmp_path / "copy")
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["registry"]["enabled"] = False
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    store = f"sqlite:///{tmp_path / 'other.db'}"
+    result = stage("evaluate", "--data", "data/vocab", "--models", "models", "--reports",
+                   "reports", cwd=copy, env={"MLFLOW_TRACKING_URI": store})
+    for variant in VARIANTS:
+        assert f"[evaluate] {variant}'s training run " in result.stdout
+    assert "is not in the tracking store" in result.stdout
+    before = json.loads((project / "reports/metrics.json").read_text())
+    after = json.loads((copy / "reports/metrics.json").read_text())
+    assert {v: e["test"] for v, e in after["classifiers"].items()} == {
+        v: e["test"] for v, e in before["classifiers"].items()}
+    mlflow.set_tracking_uri(store)
+    [evaluate] = mlflow.search_runs(experiment_names=["rnn-pretrain-imdb"],
+                                    filter_string="attributes.run_name = 'evaluate'",
+                                    output_format="list")
+    assert evaluate.data.metrics["rnn_pretrained.test_accuracy"] == after["classifiers"][
+        "rnn_pretrained"]["test"]["accuracy"]
+
+
 def test_second_repro_runs_nothing(project: Path) -> None:
     result = run(["dvc", "repro"], cwd=project)
     assert ran_stages(result.stdout) == []

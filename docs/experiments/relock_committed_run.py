@@ -6,11 +6,12 @@ behaviour) leaves that run's hashes stale: ``dvc status`` calls the stage change
 tests/test_committed_run.py fails. Rerunning the whole default (25-47 minutes on two CPU
 cores) is one fix; when the change leaves every result as it was, this script is the other:
 
-    python docs/experiments/relock_committed_run.py compare --since <commit of the run>
+    python docs/experiments/relock_committed_run.py compare --since <commit>
     python docs/experiments/relock_committed_run.py record
 
 ``compare`` runs ``dvc repro`` on the tests' tiny dataset with the code and params of
-``--since`` and with this working tree's, then compares every DVC output of the two runs:
+``--since`` (the last commit dvc.lock was true to: the committed run's, or the last
+relock's) and with this working tree's, then compares every DVC output of the two runs:
 data, models and predictions byte for byte, JSON reports and CSV curves field by field
 except the wall-clock ones and MLflow run ids, plots but the accuracy-vs-training-time one
 (README: Reliability, Reproducible). It exits
@@ -99,7 +100,7 @@ def outputs(project: Path) -> list[str]:
 
 
 def compare(since: str) -> int:
-    with tempfile.TemporaryDirectory(prefix="relock-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="relock-", ignore_cleanup_errors=True) as tmp:
         root = Path(tmp)
         archive = build_archive(root / "aclImdb_v1.tar.gz")
         old_tree = root / "old_tree"
