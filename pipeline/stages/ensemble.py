@@ -86,7 +86,7 @@ def main() -> None:
     with tracking.stage_run(params, "ensemble", "ensemble", ("data", "ensemble", "evaluate")):
         import mlflow
 
-        log_test_metrics(shown, sources)
+        log_test_metrics(shown, sources, "ensemble")
         mlflow.log_artifact(str(reports / "ensemble.json"))
         mlflow.log_artifact(str(reports / "ensemble.md"))
 

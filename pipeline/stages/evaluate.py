@@ -243,8 +243,9 @@ def run_in_store(client: MlflowClient, run_id: str) -> bool:
         raise
 
 
-def log_test_metrics(results: dict, sources: dict[str, str]) -> None:
-    """Inside an MLflow run: every result's test metrics, also on its own training run."""
+def log_test_metrics(results: dict, sources: dict[str, str], stage: str) -> None:
+    """Inside ``stage``'s MLflow run: every result's test metrics, also on its own training
+    run."""
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -263,9 +264,9 @@ def log_test_metrics(results: dict, sources: dict[str, str]) -> None:
         if not run_in_store(client, sources[variant]):
             # DVC kept the stage's output, trained with another store (a clone sharing this
             # DVC cache, outputs pulled from a DVC remote): nowhere to add the metrics to
-            print(f"[evaluate] {variant}'s training run {sources[variant]} is not in the "
-                  f"tracking store {mlflow.get_tracking_uri()}: its test metrics are on this "
-                  "evaluate run only")
+            print(f"[{stage}] {variant}'s training run {sources[variant]} is not in the "
+                  f"tracking store {mlflow.get_tracking_uri()}: its test metrics are on the "
+                  f"{stage} run only")
             continue
         # the same metric names on every classifier's own run: comparable column by column
         for key, value in flat.items():
@@ -373,7 +374,7 @@ def main() -> None:
     with tracking.stage_run(params, "evaluate", "evaluate", ("data", "evaluate")):
         import mlflow
 
-        log_test_metrics(results, sources)
+        log_test_metrics(results, sources, "evaluate")
         mlflow.log_artifact(str(reports / "metrics.json"))
         mlflow.log_artifact(str(reports / "comparison.md"))
         for png in [*sorted(plot_dir.glob("*.png")), cost_plot]:

@@ -127,7 +127,7 @@ def main() -> None:
                             ("data", "self_training", "evaluate")):
         import mlflow
 
-        log_test_metrics(shown, sources)
+        log_test_metrics(shown, sources, "self_training")
         mlflow.log_artifact(str(reports / "self_training.json"))
         mlflow.log_artifact(str(reports / "self_training.md"))
 
