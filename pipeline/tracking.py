@@ -18,20 +18,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.config import Params, flatten
 from pipeline.errors import PipelineError
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 PARENT_RUN_NAME = "pipeline"
 
 
-def main_repo_root() -> Path:
-    root = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
-    parts = root.parts
+def repo_of_experiment_workspace(path: Path) -> Path | None:
+    """The user's repository when ``path`` lies in a DVC experiment's temporary workspace
+    (``dvc exp run --queue/--temp`` run stages in ``<repo>/.dvc/tmp/exps/...``), else None."""
+    parts = path.resolve().parts
     for i in range(len(parts) - 2):
         if parts[i:i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
-    return root
+    return None
+
+
+def main_repo_root() -> Path:
+    """The user's repository, also from a DVC experiment's temporary workspace."""
+    root = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
+    return repo_of_experiment_workspace(root) or root
 
 
 def tracking_uri() -> str:
@@ -134,6 +145,18 @@ def experiment_id(name: str) -> str:
         if experiment is None:
             raise
         return experiment.experiment_id
+
+
+def run_in_store(client: MlflowClient, run_id: str) -> bool:
+    """Whether the tracking store holds ``run_id`` as a live (not deleted) run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id).info.lifecycle_stage == "active"
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
 
 
 def common_tags(params: Params) -> dict[str, str]:

@@ -8,6 +8,7 @@ early stopping, and checkpoints that let a killed run resume where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import hashlib
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import distributed
+from pipeline import distributed, tracking
 from pipeline.config import RuntimeParams
 from pipeline.errors import PipelineError
 from pipeline.io import file_sha256
@@ -114,11 +115,21 @@ class Checkpointing:
             name, settings, runtime.seed, runtime.precision, data_info,
             *[file_sha256(path) for path in inputs],
             *([f"world_size={world}"] if world > 1 else []))
-        return cls(Path(runtime.checkpoint_dir) / f"{name}.pt", runtime.checkpoint_every,
-                   fingerprint)
+        folder = Path(runtime.checkpoint_dir)
+        main_repo = tracking.repo_of_experiment_workspace(Path.cwd())
+        if main_repo is not None and not folder.is_absolute():
+            # A DVC experiment's temporary workspace (`dvc exp run --queue/--temp`) is
+            # deleted with the experiment, killed or not; DVC's run cache restores the
+            # finished stages of a rerun, and this lets it resume the killed one too. One
+            # folder per fingerprint keeps concurrent queue workers apart.
+            folder = main_repo / folder / "exps" / fingerprint
+        return cls(folder / f"{name}.pt", runtime.checkpoint_every, fingerprint)
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+        if self.path.parent.name == self.fingerprint:  # an experiment's own folder
+            with contextlib.suppress(OSError):
+                self.path.parent.rmdir()
 
 
 def _save(checkpoint: Checkpointing, model: nn.Module, optimizer: torch.optim.Optimizer,

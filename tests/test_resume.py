@@ -125,3 +125,31 @@ def test_dvc_repro_resumes_after_sigkill(tmp_path: Path, tiny_archive: Path) -> 
     assert "resuming from .checkpoints/pretrain.pt" in second.stdout
     assert (root / "models/lm.pt").exists()
     assert run(["dvc", "status", "pretrain"], cwd=root).stdout.strip().endswith("up to date.")
+
+
+@pytest.mark.slow
+def test_killed_experiment_resumes_when_rerun(tmp_path: Path, tiny_archive: Path) -> None:
+    # `dvc exp run --queue/--temp` run in a temporary workspace deleted with the experiment,
+    # killed or not: the killed stage's checkpoint lives in the main repository instead, so
+    # a rerun (DVC's run cache restores the stages that had finished) resumes it there
+    params = tiny_params(tiny_archive, runtime={"checkpoint_every": 2})
+    root = make_project(tmp_path / "repo", params)
+    run(["dvc", "repro", "vocab"], cwd=root)
+    experiment = ["dvc", "exp", "run", "--temp", "-n", "long", "pretrain"]
+    killed = run(experiment, cwd=root, check=False, env={KILL_AFTER_STEPS: "3"})
+    assert killed.returncode != 0
+    [checkpoint] = (root / ".checkpoints/exps").glob("*/pretrain.pt")
+
+    rerun = run(experiment, cwd=root)
+    assert f"resuming from {checkpoint}: epoch 1, step 2" in rerun.stdout
+    assert not checkpoint.parent.exists()  # removed with its folder once the stage succeeded
+    [ref] = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/**/long"],
+                cwd=root).stdout.split()
+    resumed = yaml.safe_load(run(["git", "show", f"{ref}:dvc.lock"], cwd=root).stdout)
+    uninterrupted_run = run(["dvc", "repro", "--force", "pretrain"], cwd=root)  # not restored
+    assert "Running stage 'pretrain'" in uninterrupted_run.stdout  # from the run cache
+    uninterrupted = yaml.safe_load((root / "dvc.lock").read_text())
+    [resumed_model, uninterrupted_model] = [
+        next(out for out in lock["stages"]["pretrain"]["outs"] if out["path"] == "models/lm.pt")
+        for lock in (resumed, uninterrupted)]
+    assert resumed_model == uninterrupted_model  # byte for byte

@@ -13,9 +13,10 @@ cores) is one fix; when the change leaves every result as it was, this script is
 ``--since`` (the last commit dvc.lock was true to: the committed run's, or the last
 relock's) and with this working tree's, then compares every DVC output of the two runs:
 data, models and predictions byte for byte, JSON reports and CSV curves field by field
-except the wall-clock ones and MLflow run ids, plots but the accuracy-vs-training-time one
-(README: Reliability, Reproducible). It exits
-1, naming each difference, unless there is none. ``record`` then re-records in dvc.lock the
+except the wall-clock ones and MLflow run ids, the comparison tables but their training-time
+columns, plots but the accuracy-vs-training-time one (README: Reliability, Reproducible; the
+same rules as tests/test_reproducibility.py, from tests/run_outputs.py). It exits 1, naming
+each difference, unless there is none. ``record`` then re-records in dvc.lock the
 hashes of the git-tracked files the current stages depend on or write, and the params
 sections' keys that params.yaml added, at any depth (a recorded value that changed is an
 error: that needs a new run, as does a changed command, which it leaves), and drops the
@@ -28,29 +29,20 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import TINY_OVERRIDES, make_project, merge, sha256  # noqa: E402
+from tests.run_outputs import lock_hashes, same_output  # noqa: E402
 from tests.tiny_imdb import build_archive  # noqa: E402
-
-# fields that differ between two runs of the same code by design: wall-clock times and ids
-WALL_CLOCK = ("seconds", "per_second", "mlflow_run_id", "peak_rss_mb")
-WALL_CLOCK_PLOTS = ("reports/accuracy_vs_train_time.png",)  # training time is its x axis
-
-
-def wall_clock(key: str) -> bool:
-    return key.endswith(WALL_CLOCK)
 
 
 def tiny_run(code: Path, dest: Path, archive: Path) -> None:
@@ -69,34 +61,8 @@ def tiny_run(code: Path, dest: Path, archive: Path) -> None:
                  f"{result.stderr[-3000:]}")
 
 
-def without_wall_clock(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: without_wall_clock(v) for k, v in value.items() if not wall_clock(k)}
-    if isinstance(value, list):
-        return [without_wall_clock(v) for v in value]
-    return value
-
-
-def same_file(a: Path, b: Path) -> bool:
-    if a.read_bytes() == b.read_bytes():
-        return True
-    if a.suffix == ".json":
-        return without_wall_clock(json.loads(a.read_text())) == without_wall_clock(
-            json.loads(b.read_text()))
-    if a.suffix == ".csv":
-        left, right = pd.read_csv(a), pd.read_csv(b)
-        kept = [column for column in left.columns if not wall_clock(column)]
-        return list(left.columns) == list(right.columns) and left[kept].equals(right[kept])
-    return False
-
-
 def files_under(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-
-
-def outputs(project: Path) -> list[str]:
-    stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    return [out["path"] for stage in stages.values() for out in stage.get("outs", [])]
 
 
 def compare(since: str) -> int:
@@ -112,7 +78,7 @@ def compare(since: str) -> int:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
                             str(old_tree)], check=True)
         tiny_run(REPO, root / "new", archive)
-        old_outs, new_outs = outputs(root / "old"), outputs(root / "new")
+        old_outs, new_outs = lock_hashes(root / "old"), lock_hashes(root / "new")
         differences = [f"{path}: only in one run" for path in set(old_outs) ^ set(new_outs)]
         for out in sorted(set(old_outs) & set(new_outs)):
             old_files = [p.relative_to(root / "old") for p in files_under(root / "old" / out)]
@@ -121,8 +87,8 @@ def compare(since: str) -> int:
                 differences.append(f"{out}: other files")
                 continue
             differences += [f"{name}: differs" for name in old_files
-                            if str(name) not in WALL_CLOCK_PLOTS
-                            and not same_file(root / "old" / name, root / "new" / name)]
+                            if not same_output(str(name), root / "old" / name,
+                                               root / "new" / name)]
     for line in differences:
         print(line)
     print(f"{len(differences)} difference(s) between {since} and this working tree, wall "

@@ -12,7 +12,6 @@ import argparse
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -41,9 +40,6 @@ from pipeline.metrics import (
 from pipeline.runtime import Runtime, setup
 from pipeline.timing import read_timings
 from pipeline.timing import summary as timing_summary
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
 
 BASELINE = "bag_of_embeddings"
 # every result is also compared with the strongest cheap bag-of-words baseline measured
@@ -231,18 +227,6 @@ def cost_frame(results: dict) -> pd.DataFrame:
                           "ci_high": e["test"]["accuracy_ci95"][1]} for v, e in results.items()])
 
 
-def run_in_store(client: MlflowClient, run_id: str) -> bool:
-    """Whether the tracking store holds ``run_id`` as a live (not deleted) run."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_run(run_id).info.lifecycle_stage == "active"
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return False
-        raise
-
-
 def log_test_metrics(results: dict, sources: dict[str, str], stage: str) -> None:
     """Inside ``stage``'s MLflow run: every result's test metrics, also on its own training
     run."""
@@ -261,7 +245,7 @@ def log_test_metrics(results: dict, sources: dict[str, str], stage: str) -> None
         mlflow.log_metrics({f"{variant}.{k}": v for k, v in flat.items()})
         if variant not in sources:
             continue  # an ensemble: no training run of its own
-        if not run_in_store(client, sources[variant]):
+        if not tracking.run_in_store(client, sources[variant]):
             # DVC kept the stage's output, trained with another store (a clone sharing this
             # DVC cache, outputs pulled from a DVC remote): nowhere to add the metrics to
             print(f"[{stage}] {variant}'s training run {sources[variant]} is not in the "
