@@ -22,27 +22,12 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import Params, flatten
 from pipeline.errors import PipelineError
+from pipeline.workspace import main_repo_root
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 PARENT_RUN_NAME = "pipeline"
-
-
-def repo_of_experiment_workspace(path: Path) -> Path | None:
-    """The user's repository when ``path`` lies in a DVC experiment's temporary workspace
-    (``dvc exp run --queue/--temp`` run stages in ``<repo>/.dvc/tmp/exps/...``), else None."""
-    parts = path.resolve().parts
-    for i in range(len(parts) - 2):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
-            return Path(*parts[:i])
-    return None
-
-
-def main_repo_root() -> Path:
-    """The user's repository, also from a DVC experiment's temporary workspace."""
-    root = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
-    return repo_of_experiment_workspace(root) or root
 
 
 def tracking_uri() -> str:

@@ -27,11 +27,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import distributed, tracking
+from pipeline import distributed
 from pipeline.config import RuntimeParams
 from pipeline.errors import PipelineError
 from pipeline.io import file_sha256
 from pipeline.runtime import Runtime, release_free_memory
+from pipeline.workspace import repo_of_experiment_workspace
 
 TRIM_EVERY = 50  # optimizer steps between handing freed memory back to the OS
 
@@ -116,7 +117,7 @@ class Checkpointing:
             *[file_sha256(path) for path in inputs],
             *([f"world_size={world}"] if world > 1 else []))
         folder = Path(runtime.checkpoint_dir)
-        main_repo = tracking.repo_of_experiment_workspace(Path.cwd())
+        main_repo = repo_of_experiment_workspace(Path.cwd())
         if main_repo is not None and not folder.is_absolute():
             # A DVC experiment's temporary workspace (`dvc exp run --queue/--temp`) is
             # deleted with the experiment, killed or not; DVC's run cache restores the

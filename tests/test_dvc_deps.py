@@ -12,9 +12,10 @@ import yaml
 
 from tests.conftest import REPO
 
-# error messages, atomic writes, report key names, MLflow logging, wall-time records, and
-# the params schema (the params a stage reads are deps of their own, under `params:`)
-NOT_DEPS = {"errors", "io", "artifacts", "tracking", "timing", "config"}
+# error messages, atomic writes, report key names, MLflow logging, wall-time records, where
+# the user's repository is, and the params schema (the params a stage reads are deps of
+# their own, under `params:`)
+NOT_DEPS = {"errors", "io", "artifacts", "tracking", "timing", "workspace", "config"}
 
 
 def imported_modules(module: str) -> set[str]:

@@ -29,6 +29,7 @@ from pipeline.datasets import (
 )
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path, file_sha256, write_json
+from pipeline.workspace import main_repo_root, user_path
 
 
 def download_cache() -> Path:
@@ -72,9 +73,9 @@ def fetch_sources(dataset: Dataset, mirrors: dict, retries: int, staging: Path) 
     for source in dataset.files:
         mirror = mirrors.get(source.name)
         target = staging / source.name
-        if mirror is not None and Path(mirror.path).exists():
+        if mirror is not None and user_path(mirror.path).exists():
             print(f"[fetch] using local copy {mirror.path}")
-            checksum = from_mirror(source, Path(mirror.path), mirror.sha256, target)
+            checksum = from_mirror(source, user_path(mirror.path), mirror.sha256, target)
             origin = mirror.path  # as given: the same on every clone
         else:
             if mirror is not None:
@@ -96,11 +97,11 @@ def copy_own_files(settings: FilesParams, staging: Path) -> dict:
     entries += [(f"unlabeled[{i}]", e) for i, e in enumerate(layout["unlabeled"])]
     provenance = {}
     for key, entry in entries:
-        source = Path(entry["origin"])
+        source = user_path(entry["origin"])
         if not source.is_file():
             problem = "is a folder, not a file" if source.is_dir() else "file not found"
             raise PipelineError(f"data.files.{key}: {problem}: {entry['origin']} "
-                                f"(paths are relative to {Path.cwd()})")
+                                f"(paths are relative to {main_repo_root()})")
         try:
             shutil.copyfile(source, staging / entry["name"])
         except OSError as exc:
