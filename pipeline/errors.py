@@ -53,7 +53,8 @@ def run_stage(name: str, main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         # each output is written whole or not at all, but a stage with several may have
         # written some: DVC records none of them for a failed stage and reruns it
-        print(f"\n[{name}] interrupted; run it again (dvc repro)", file=sys.stderr)
+        print(f"\n[{name}] interrupted; run the same command again (dvc repro, dvc exp run "
+              "or a study): a training stage resumes from its checkpoint", file=sys.stderr)
         sys.exit(130)
     seconds = time.perf_counter() - started
     whole = record_stage_time(name, seconds).get("process_seconds")

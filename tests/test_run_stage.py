@@ -55,7 +55,7 @@ def test_sigterm_unwinds_and_leaves_no_temporary(tmp_path: Path, ignore_sigint: 
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
-    assert "[demo] interrupted; run it again (dvc repro)" in stderr
+    assert "[demo] interrupted; run the same command again (dvc repro" in stderr
     assert "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary
 
