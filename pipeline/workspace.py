@@ -30,7 +30,8 @@ def main_repo_root() -> Path:
 
 
 def user_path(path: str | Path) -> Path:
-    """A path from params.yaml, relative to the repository root, as the user means it: in
-    their repository, not in an experiment's temporary copy of it."""
+    """A path from params.yaml, relative to the repository root: where it is in this
+    repository (an experiment's copy holds the committed files as queued), else in the
+    user's own (a mirror outside the repository, an ignored or untracked file)."""
     path = Path(path)
-    return path if path.is_absolute() else main_repo_root() / path
+    return path if path.is_absolute() or path.exists() else main_repo_root() / path

@@ -28,6 +28,8 @@ def test_params_paths_are_the_users_repository_s(tmp_path: Path,
     assert main_repo_root() == tmp_path / "repo"
     assert user_path("../shared/data/a.tar.gz") == tmp_path / "repo/../shared/data/a.tar.gz"
     assert user_path("/abs/a.tar.gz") == Path("/abs/a.tar.gz")
+    (workspace / "own.csv").write_text("text,label\n")  # committed: the experiment's copy
+    assert user_path("own.csv") == Path("own.csv")
     monkeypatch.setenv("DVC_ROOT", str(tmp_path / "other"))  # as `dvc repro` sets it
     assert main_repo_root() == tmp_path / "other"
 
