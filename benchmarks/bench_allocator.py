@@ -2,9 +2,11 @@
 
 Project ("A"): the stages' runtime (``pipeline.runtime.setup``), which has glibc serve even
 the big blocks from the heap and keep freed memory for the next step
-(``keep_freed_memory``). Reference ("B"): the same steps with glibc's defaults, which mmap
-every block above its threshold (at most 32 MB) and unmap it when freed, so that the
-kernel zero-fills fresh pages for every step's activations and gradients.
+(``keep_freed_memory``), trimmed after a step only once the process holds more than
+``TRIM_ABOVE_BYTES`` resident, as ``fit`` does. Reference ("B"): the code before
+(2026-12-07): glibc's defaults, which mmap every block above its threshold (at most 32 MB)
+and unmap it when freed, so that the kernel zero-fills fresh pages for every step's
+activations and gradients, and a trim every 50 steps.
 
 Two workloads, each as ``pipeline.training.fit`` steps them: the RNN classifier's
 adversarial-training step (params.yaml's encoder, batches of ``classifier.batch_size``
@@ -14,7 +16,6 @@ adaptive softmax, synthetic token ids). Both under bf16 autocast where the CPU h
 The allocator setting is process-wide, so each arm runs in its own child process; rounds
 alternate B and A (noisy machines). Figures: median seconds per step of each arm, B / A,
 and per arm the child's kernel (system) CPU seconds, minor page faults and peak RSS.
-``fit`` also trims the heap every ``TRIM_EVERY`` steps; the children do the same.
 """
 
 from __future__ import annotations
@@ -49,12 +50,20 @@ from pipeline.config import Params, RuntimeParams, load_params  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.io import read_json  # noqa: E402
 from pipeline.models import EncoderConfig, RNNClassifier  # noqa: E402
-from pipeline.runtime import Runtime, release_free_memory, setup  # noqa: E402
+from pipeline.runtime import (  # noqa: E402
+    TRIM_ABOVE_BYTES,
+    Runtime,
+    release_free_memory,
+    setup,
+)
 from pipeline.tasks import ClassifierTask  # noqa: E402
-from pipeline.training import TRIM_EVERY, adamw, scaled_backward  # noqa: E402
+from pipeline.training import adamw, scaled_backward  # noqa: E402
 
-ARMS = {"glibc": "B: glibc's defaults (mmap above its threshold, unmapped on free)",
-        "keep": "A: keep_freed_memory (big blocks from the heap, kept for reuse)"}
+ARMS = {"glibc": "B: glibc's defaults (mmap above its threshold, unmapped on free), "
+                 "trimmed every 50 steps",
+        "keep": "A: keep_freed_memory (big blocks from the heap, kept for reuse), trimmed "
+                "above TRIM_ABOVE_BYTES resident"}
+OLD_TRIM_EVERY = 50  # the reference's trim interval (fit's before 2026-12-07)
 WORKLOADS = ("classifier", "lm")
 
 
@@ -64,8 +73,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="a vocab stage output with train_*.npy (default: data/vocab when "
                              "a pipeline run made it, else synthetic reviews)")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
-    parser.add_argument("--steps", type=whole_number(1), default=8,
-                        help="timed steps per child (after one untimed warm-up step)")
+    parser.add_argument("--steps", type=whole_number(1), default=30,
+                        help="timed steps per child")
+    parser.add_argument("--warmup", type=whole_number(0), default=3,
+                        help="untimed steps first (oneDNN primitives; glibc's dynamic mmap "
+                             "threshold settles)")
     parser.add_argument("--rounds", type=whole_number(1), default=3,
                         help="B A rounds (a child process each)")
     parser.add_argument("--threads", type=int, default=0,
@@ -87,6 +99,8 @@ def benchmark(args: argparse.Namespace) -> None:
         raise PipelineError(f"{args.data} has no train_ids.npy: give a vocab stage's output "
                             "folder (data/vocab)")
     rounds = 1 if args.quick else args.rounds
+    if args.quick:
+        args.steps, args.warmup = 4, 1
     samples: dict[str, dict[str, list[dict]]] = {w: {a: [] for a in ARMS} for w in args.workloads}
     for round_ in range(1, rounds + 1):
         for workload in args.workloads:
@@ -96,7 +110,7 @@ def benchmark(args: argparse.Namespace) -> None:
                 log(f"round {round_}/{rounds} {workload} {arm}: "
                     f"{result['seconds_per_step']:.3f} s/step, system CPU "
                     f"{result['system_seconds']:.1f} s, {result['minor_faults']:,} page faults, "
-                    f"peak {result['peak_rss_mb']:,} MB")
+                    f"peak {result['peak_rss_mb']:,} MB, {result['trims']} trim(s)")
     figures: dict[str, dict] = {}
     for workload, arms in samples.items():
         per_arm = {arm: summary(values) for arm, values in arms.items()}
@@ -117,6 +131,7 @@ def benchmark(args: argparse.Namespace) -> None:
 def run_child(args: argparse.Namespace, arm: str, workload: str) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", arm,
                "--workloads", workload, "--steps", str(args.steps),
+               "--warmup", str(args.warmup),
                "--threads", str(args.threads)]
     if args.data is not None:
         command += ["--data", str(args.data)]
@@ -134,7 +149,8 @@ def summary(results: list[dict]) -> dict:
             "samples_s_per_step": [r["seconds_per_step"] for r in results],
             "system_seconds": rounded(median([r["system_seconds"] for r in results]), 1),
             "minor_faults": round(median([r["minor_faults"] for r in results])),
-            "peak_rss_mb": round(median([r["peak_rss_mb"] for r in results]))}
+            "peak_rss_mb": round(median([r["peak_rss_mb"] for r in results])),
+            "trims": [r["trims"] for r in results]}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -147,16 +163,21 @@ def child(args: argparse.Namespace) -> None:
     (workload,) = args.workloads
     step, config = (classifier_step if workload == "classifier" else lm_step)(
         params, runtime, args)
-    step(0)  # warm-up: oneDNN primitives, first pages
-    before = resource.getrusage(resource.RUSAGE_SELF)
+    trims = 0
 
-    def steps() -> None:
-        for index in range(1, args.steps + 1):
+    def steps(first: int, count: int) -> None:
+        nonlocal trims
+        for index in range(first, first + count):
             step(index)
-            if index % TRIM_EVERY == 0:
-                release_free_memory()
+            if args.child == "keep":
+                trims += release_free_memory(TRIM_ABOVE_BYTES)  # as fit
+            elif (index + 1) % OLD_TRIM_EVERY == 0:
+                trims += release_free_memory()
 
-    seconds, _ = timed(steps)
+    steps(0, args.warmup)
+    before, trims = resource.getrusage(resource.RUSAGE_SELF), 0
+
+    seconds, _ = timed(lambda: steps(args.warmup, args.steps))
     after = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({
         "seconds_per_step": rounded(seconds / args.steps),
@@ -164,6 +185,7 @@ def child(args: argparse.Namespace) -> None:
         "user_seconds": after.ru_utime - before.ru_utime,
         "minor_faults": after.ru_minflt - before.ru_minflt,
         "peak_rss_mb": after.ru_maxrss // 1024,
+        "trims": trims,
         "config": {**config, "precision": runtime.describe()["precision"],
                    "threads": torch.get_num_threads()},
     }))
@@ -184,7 +206,7 @@ def classifier_step(params: Params, runtime: Runtime, args: argparse.Namespace):
     epsilon = params.classifier.rnn_pretrained.adversarial_epsilon
     rng = np.random.default_rng(0)  # one epoch's shuffled buckets, the first steps of it
     batches = [b for _, b in classifier_batches(corpus, batch_size, max_len, rng)]
-    batches = batches[:args.steps + 1]
+    batches = batches[:args.warmup + args.steps]
     torch.manual_seed(params.runtime.seed)
     model = RNNClassifier(EncoderConfig.of(params.model, vocab), 2).to(runtime.device).train()
     optimizer = adamw(model.parameters(), lr=1e-3)
@@ -214,8 +236,9 @@ def lm_step(params: Params, runtime: Runtime, args: argparse.Namespace):
         params = params.model_copy(update={
             "pretrain": params.pretrain.model_copy(update={"batch_size": 8, "bptt": 20})})
     batch, bptt, vocab = params.pretrain.batch_size, params.pretrain.bptt, params.vocab.max_size
-    stream = synthetic_stream(batch * (bptt * (args.steps + 2) + 1), vocab, "zipf", seed=0)
-    step, _ = project_step(params, runtime, vocab, stream, args.steps + 10)
+    steps = args.warmup + args.steps
+    stream = synthetic_stream(batch * (bptt * (steps + 2) + 1), vocab, "zipf", seed=0)
+    step, _ = project_step(params, runtime, vocab, stream, steps + 10)
     return (lambda index: step()), {"source": "synthetic (Zipf)", "batch_size": batch,
                                      "bptt": bptt, "softmax": params.pretrain.softmax}
 

@@ -41,27 +41,46 @@ class Runtime:
                 "precision": "fp32" if self.amp_dtype is None else str(self.amp_dtype)}
 
 
-def release_free_memory() -> None:
-    """Give the heap's free pages back to the OS (glibc's malloc_trim; no-op elsewhere).
+# resident memory above which a training step hands the heap's free pages back (below the
+# speed issue's 4 GiB per stage, above what one classifier step of 64 x 800 tokens needs)
+TRIM_ABOVE_BYTES = 5 * 2**29  # 2.5 GiB
 
-    Each training step allocates and frees many mid-sized tensors; glibc keeps the freed
-    memory fragmented on its heaps, and the LM stage's RSS grew to 5.3 GB over 3,000
-    steps. Trimming every few dozen steps held it near 1.6 GB at no measurable cost.
+
+def release_free_memory(above_bytes: int = 0) -> bool:
+    """Give the heap's free pages back to the OS (glibc's malloc_trim; no-op elsewhere),
+    when the process holds more than ``above_bytes`` resident (0: always).
+
+    Each training step allocates and frees many tensors of varying sizes (length-bucketed
+    batches); glibc keeps the freed memory fragmented on its heap, and the LM stage's RSS
+    grew to 5.3 GB over 3,000 steps (the classifiers' to 6.5 GB with
+    :func:`keep_freed_memory`). Trimming bounds it; checking the resident size after
+    every step costs a read of /proc/self/statm. Returns whether it trimmed.
     """
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
+    if _LIBC is None or (above_bytes and resident_bytes() <= above_bytes):
+        return False
+    _LIBC.malloc_trim(0)
+    return True
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (Linux; 0 where /proc/self/statm is missing)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * _PAGE_SIZE
 
 
 def keep_freed_memory() -> None:
     """Let glibc's malloc reuse freed memory instead of handing it back to the OS at once.
 
-    By default glibc serves every allocation above 32 MB (a training step's LSTM gates,
-    activations and gradients: tens to hundreds of MB each) with a fresh mmap and unmaps it
-    on free, so every step the kernel zero-fills new pages again: a quarter of the
-    classifier stages' CPU time went to the kernel. Serving them from the heap and keeping
-    its free top made the adversarial classifier step ~1.45x faster on a 2-core EPYC
-    (benchmarks/README.md). :func:`release_free_memory` still trims every few dozen steps,
-    which keeps peak memory bounded.
+    By default glibc serves every allocation above its mmap threshold (32 MB at most; a
+    classifier step's LSTM gates, activations and gradients are up to hundreds of MB each)
+    with a fresh mmap and unmaps it on free, so for every step the kernel zero-fills new
+    pages again: a fifth of the classifier stages' CPU time went to the kernel. Served from
+    the heap and kept there, the blocks are reused from step to step (benchmarks/README.md:
+    bench_allocator); :func:`release_free_memory` hands them back once the process holds
+    more than ``TRIM_ABOVE_BYTES``.
     """
     if _LIBC is not None and hasattr(_LIBC, "mallopt"):
         _LIBC.mallopt(_M_MMAP_MAX, 0)  # no mmap'd chunks: big blocks come from the heap too
@@ -69,6 +88,7 @@ def keep_freed_memory() -> None:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's malloc.h
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _load_libc() -> ctypes.CDLL | None:

@@ -15,7 +15,7 @@ from torch import nn
 from pipeline import distributed
 from pipeline.batching import BPTTBatches, Corpus, bucket_batches, classifier_batches, collate
 from pipeline.models import Hidden, LanguageModel, RNNClassifier, detach, to_device
-from pipeline.runtime import Runtime
+from pipeline.runtime import TRIM_ABOVE_BYTES, Runtime, release_free_memory
 
 if TYPE_CHECKING:  # only for annotations: evaluate and others import this, not training
     from pipeline.training import Backward
@@ -285,6 +285,7 @@ def predict_proba(model: nn.Module, corpus: Corpus, batch_size: int, max_len: in
         if out is None:
             out = np.zeros((len(corpus), probs.shape[1]), dtype=np.float32)
         out[indices] = probs
+        release_free_memory(TRIM_ABOVE_BYTES)  # batches of every length: see the function
     model.train(was_training)
     assert out is not None, "empty corpus"
     return out

@@ -31,10 +31,8 @@ from pipeline import distributed
 from pipeline.config import RuntimeParams
 from pipeline.errors import PipelineError
 from pipeline.io import file_sha256
-from pipeline.runtime import Runtime, release_free_memory
+from pipeline.runtime import TRIM_ABOVE_BYTES, Runtime, release_free_memory
 from pipeline.workspace import repo_of_experiment_workspace
-
-TRIM_EVERY = 50  # optimizer steps between handing freed memory back to the OS
 
 # Test hooks: send this process a signal (SIGKILL unless PIPELINE_KILL_SIGNAL=INT) after
 # N optimizer steps, to prove that resumption and Ctrl-C handling work.
@@ -276,8 +274,7 @@ def fit(model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
                 steps_here += 1
                 if progress.step % 20 == 0:
                     bar.set_postfix(loss=f"{progress.loss_total / progress.step:.3f}")
-                if progress.global_step % TRIM_EVERY == 0:
-                    release_free_memory()  # keeps peak memory flat (see the function)
+                release_free_memory(TRIM_ABOVE_BYTES)  # bounds peak memory (see the function)
                 if checkpoint is not None and checkpoint.every and \
                         progress.global_step % checkpoint.every == 0:
                     save()

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.config import RuntimeParams
 from pipeline.errors import PipelineError
-from pipeline.runtime import setup, thread_count
+from pipeline.runtime import release_free_memory, resident_bytes, setup, thread_count
 
 
 def test_bf16_on_a_cpu_without_it_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,3 +104,13 @@ def test_setup_keeps_freed_memory_for_the_next_step() -> None:
 
     assert faults("glibc") > 100_000  # three steps of fresh pages
     assert faults("keep") < 5_000
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc: Linux")
+def test_free_memory_is_handed_back_only_above_the_limit() -> None:
+    """fit checks after every step: a trim only once the process holds more than the limit
+    resident (each trim makes the next steps fault their pages in again)."""
+    assert resident_bytes() > 50 * 2**20  # this test process, torch imported
+    assert release_free_memory(2**50) is False  # far above what it holds: no trim
+    assert release_free_memory(1) is True
+    assert release_free_memory() is True  # 0: always (after each evaluation)
