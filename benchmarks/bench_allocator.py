@@ -147,7 +147,7 @@ def summary(results: list[dict]) -> dict:
     per_step = median([r["seconds_per_step"] for r in results])
     return {"seconds_per_step": rounded(per_step),
             "samples_s_per_step": [r["seconds_per_step"] for r in results],
-            "system_seconds": rounded(median([r["system_seconds"] for r in results]), 1),
+            "system_seconds": round(median([r["system_seconds"] for r in results]), 1),
             "minor_faults": round(median([r["minor_faults"] for r in results])),
             "peak_rss_mb": round(median([r["peak_rss_mb"] for r in results])),
             "trims": [r["trims"] for r in results]}
