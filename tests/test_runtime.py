@@ -72,7 +72,6 @@ def test_threads_default_to_the_cores_this_process_may_use_not_the_machines(
     assert thread_count(0) == 2
 
 
-
 REUSE_CODE = """
 import resource, sys, torch
 from pipeline.config import RuntimeParams
@@ -92,6 +91,7 @@ print(sum(steps[-3:]))  # the heap has grown to what a step needs by then
 """
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc: Linux")
 def test_setup_keeps_freed_memory_for_the_next_step() -> None:
     """Every training step allocates and frees blocks of tens to hundreds of MB. glibc's
     defaults mmap each (above a threshold of at most 32 MB) and unmap it on free, so the
