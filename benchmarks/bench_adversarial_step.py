@@ -48,7 +48,7 @@ from benchmarks.common import (  # noqa: E402
     whole_number,
 )
 from pipeline.batching import Corpus, classifier_batches  # noqa: E402
-from pipeline.config import RuntimeParams, load_params  # noqa: E402
+from pipeline.config import Params, RuntimeParams, load_params  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
 from pipeline.io import read_json  # noqa: E402
 from pipeline.models import EncoderConfig, RNNClassifier  # noqa: E402
@@ -91,13 +91,7 @@ def benchmark(args: argparse.Namespace) -> None:
     if args.data is not None and not (data / "train_ids.npy").is_file():
         raise PipelineError(f"{args.data} has no train_ids.npy: give a vocab stage's output "
                             "folder (data/vocab), or --synthetic")
-    if (data / "train_ids.npy").is_file() and not args.synthetic and not args.quick:
-        corpus, source = Corpus.load(data, "train"), f"{data}/train_*.npy"
-        vocab = int(read_json(data / "info.json", ("vocab_size",))["vocab_size"])
-    else:
-        corpus, source = synthetic_corpus(5_000, params.vocab.max_size), "synthetic"
-        corpus = Corpus(corpus.ids, corpus.offsets, np.arange(5_000) % 2)
-        vocab = params.vocab.max_size
+    corpus, source, vocab = train_corpus(data, params, args.synthetic or args.quick)
     if args.quick:
         batch_size, max_len, args.steps, args.rounds = 8, 40, 2, 1
     # the order training would see (one epoch's shuffled buckets), the first --steps of it
@@ -179,6 +173,18 @@ def benchmark(args: argparse.Namespace) -> None:
         "adversarial_cost_is": "project / plain seconds per step (medians)",
         "max_grad_diff": rounded(max_grad_diff),
     })
+
+
+def train_corpus(data: Path, params: Params, synthetic: bool) -> tuple[Corpus, str, int]:
+    """(labeled train reviews, where they come from, vocabulary size): a vocab stage's train
+    split in ``data`` when it has one and ``synthetic`` is off, else 5,000 synthetic
+    reviews with IMDB-like lengths and alternating labels."""
+    if (data / "train_ids.npy").is_file() and not synthetic:
+        vocab = int(read_json(data / "info.json", ("vocab_size",))["vocab_size"])
+        return Corpus.load(data, "train"), f"{data}/train_*.npy", vocab
+    corpus = synthetic_corpus(5_000, params.vocab.max_size)
+    labeled = Corpus(corpus.ids, corpus.offsets, np.arange(5_000) % 2)
+    return labeled, "synthetic", params.vocab.max_size
 
 
 def _gradient_difference(model: nn.Module, batch: tuple, a: Callable[[tuple], None],

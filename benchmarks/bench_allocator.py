@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.bench_inference import synthetic_corpus  # noqa: E402
+from benchmarks.bench_adversarial_step import train_corpus  # noqa: E402
 from benchmarks.bench_lm_throughput import project_step, synthetic_stream  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     REPO,
@@ -45,10 +45,9 @@ from benchmarks.common import (  # noqa: E402
     whole_number,
 )
 from pipeline import runtime as runtime_module  # noqa: E402
-from pipeline.batching import Corpus, classifier_batches  # noqa: E402
+from pipeline.batching import classifier_batches  # noqa: E402
 from pipeline.config import Params, RuntimeParams, load_params  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
-from pipeline.io import read_json  # noqa: E402
 from pipeline.models import EncoderConfig, RNNClassifier  # noqa: E402
 from pipeline.runtime import (  # noqa: E402
     TRIM_ABOVE_BYTES,
@@ -194,13 +193,7 @@ def child(args: argparse.Namespace) -> None:
 def classifier_step(params: Params, runtime: Runtime, args: argparse.Namespace):
     batch_size, max_len = params.classifier.batch_size, params.classifier.max_len
     data = args.data or REPO / "data" / "vocab"
-    if (data / "train_ids.npy").is_file() and not args.quick:
-        corpus, source = Corpus.load(data, "train"), f"{data}/train_*.npy"
-        vocab = int(read_json(data / "info.json", ("vocab_size",))["vocab_size"])
-    else:
-        corpus, source = synthetic_corpus(5_000, params.vocab.max_size), "synthetic"
-        corpus = Corpus(corpus.ids, corpus.offsets, np.arange(5_000) % 2)
-        vocab = params.vocab.max_size
+    corpus, source, vocab = train_corpus(data, params, synthetic=args.quick)
     if args.quick:
         batch_size, max_len = 8, 40
     epsilon = params.classifier.rnn_pretrained.adversarial_epsilon
