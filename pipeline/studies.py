@@ -44,8 +44,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import tempfile
 import time
@@ -170,9 +172,53 @@ def queue_point(prefix: str, name: str, point: StudyPoint) -> None:
     print(f"[studies] queued {prefix}-{name}: {' '.join(overrides(point)) or '(defaults)'}")
 
 
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def abandoned_tasks(names: Collection[str]) -> list[tuple[str, str, Path | None]]:
+    """(task id, experiment name, temporary workspace) of ``names``' tasks that DVC still
+    lists as running although the process running them is gone: left by a killed machine
+    or worker. A rerun would never see them end, and ``dvc exp show`` would keep listing
+    them (before the rerun's result, under the same name)."""
+    abandoned = []
+    for baseline in json.loads(dvc("exp", "show", "--json")):
+        for group in baseline.get("experiments") or []:
+            executor = group.get("executor") or {}
+            local = executor.get("local") or {}
+            pid, task = local.get("pid"), local.get("task_id")
+            if (group.get("name") in names and executor.get("state") == "running"
+                    and isinstance(pid, int) and task and not process_alive(pid)):
+                root = local.get("root")
+                abandoned.append((task, group["name"], Path(root) if root else None))
+    return abandoned
+
+
+def clear_abandoned(names: Collection[str]) -> None:
+    """Mark the tasks a killed machine left running failed, drop them from the queue and
+    delete their temporary workspaces (a copy of the data and models each). The stages they
+    had finished are in DVC's run cache and the killed one's checkpoint is in the main
+    clone (training.Checkpointing), so the rerun picks up where they stopped."""
+    exps_tmp = Path(".dvc/tmp/exps").resolve()
+    for task, name, root in abandoned_tasks(names):
+        print(f"[studies] {name}: task {task[:7]} was left running by a process that no "
+              "longer exists (a killed machine or worker); marking it failed and removing it")
+        subprocess.run(["dvc", "queue", "kill", task], capture_output=True)
+        subprocess.run(["dvc", "queue", "remove", task], capture_output=True)
+        if root is not None and root.resolve().parent == exps_tmp:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
     """Queue one DVC experiment per point, run them, wait, and fail if any failed."""
     names = [f"{prefix}-{name}" for name in points]
+    clear_abandoned(names)
     # rerunning a study replaces its earlier experiments (and their old queue entries)
     subprocess.run(["dvc", "queue", "remove", *names], capture_output=True)
     for name in names:
@@ -262,7 +308,8 @@ def wait(points: dict[str, StudyPoint], prefix: str, jobs: int,
 
 def experiment_revs() -> dict[str, str]:
     """Experiment name -> commit, for the experiments ``dvc exp show`` lists (the first
-    listed wins when a name repeats)."""
+    listed wins when a name repeats). Queued, running and failed tasks are left out: they
+    have no results, and one a killed machine left "running" keeps its name."""
     revs: dict[str, str] = {}
 
     def walk(entries: list[dict]) -> None:
@@ -270,7 +317,8 @@ def experiment_revs() -> dict[str, str]:
             if entry.get("rev") != "workspace" and entry.get("name") and entry.get("rev"):
                 revs.setdefault(entry["name"], entry["rev"])
             for group in entry.get("experiments") or []:
-                walk(group.get("revs") or [])
+                if (group.get("executor") or {}).get("state") in (None, "success"):
+                    walk(group.get("revs") or [])
 
     walk(json.loads(dvc("exp", "show", "--json")))
     return revs

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
@@ -620,3 +625,94 @@ def test_a_task_left_running_without_a_worker_is_queued_again(
     assert queue_states(status, ["race-boe"]) == {"race-boe": "Success"}
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], cwd=root).stdout
     assert "race-boe" in shown
+
+
+def exp_show_group(name: str, state: str, rev: str, pid: int | None = None,
+                   root: str | None = None) -> dict:
+    """One experiment as `dvc exp show --json` (DVC 3) lists it under its baseline."""
+    local = {"root": root, "pid": pid, "returncode": None, "task_id": rev}
+    return {"name": name, "executor": {"state": state, "name": "dvc-task", "local": local},
+            "revs": [{"rev": rev, "name": name, "data": {}, "error": None}]}
+
+
+def finished_process_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_only_finished_experiments_are_collected_and_dead_tasks_are_found(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a killed machine, `dvc exp show` lists the task it left "running" (its rev the
+    queued snapshot, no results) before the rerun's finished experiment of the same name:
+    the reports read the finished one (they said "no results for full-long"), and the dead
+    task, whose process is gone, is found to be cleared; a live one is left alone."""
+    dead_pid = finished_process_pid()
+    shown = [{"rev": "workspace", "name": None, "experiments": None},
+             {"rev": "b" * 40, "name": "main", "experiments": [
+                 exp_show_group("full-long", "running", "d" * 40, dead_pid, "/x/.dvc/tmp/exps/t1"),
+                 exp_show_group("full-long", "success", "f" * 40),
+                 exp_show_group("full-other", "running", "a" * 40, os.getpid()),
+                 exp_show_group("full-gone", "failed", "e" * 40),
+                 exp_show_group("full-next", "queued", "c" * 40)]}]
+    monkeypatch.setattr(pipeline.studies, "dvc", lambda *args: json.dumps(shown))
+    assert pipeline.studies.experiment_revs() == {"main": "b" * 40, "full-long": "f" * 40}
+    names = ["full-long", "full-other", "full-gone", "full-next"]
+    assert pipeline.studies.abandoned_tasks(names) == [
+        ("d" * 40, "full-long", Path("/x/.dvc/tmp/exps/t1"))]
+    assert pipeline.studies.abandoned_tasks(["full-other"]) == []
+
+
+def test_a_point_whose_machine_was_killed_runs_again_when_the_study_is_rerun(
+        tmp_path: Path, tiny_run: TinyRun, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Every process of a queued study SIGKILLed mid-stage (the worker, DVC's executor, the
+    stage), as a machine that loses power would: DVC then lists the task as running for
+    ever. The same study again marks it failed, removes it and its temporary workspace,
+    runs the point (restoring what had finished) and reports the new experiment."""
+    root = copy_project(tiny_run.root, tmp_path / "repo")
+    run(["git", "add", "-A"], cwd=root)
+    run(["git", "commit", "--allow-empty", "-qm", "baseline"], cwd=root, env=GIT_ENV)
+    request.addfinalizer(lambda: stop_queue_workers(root))
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(pipeline.studies, "POLL_SECONDS", 1.0)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    points = {"boe": StudyPoint(set={"classifier.bag_of_embeddings.epochs": 2})}
+    queue_point("crash", "boe", points["boe"])
+    pipeline.studies.start_workers(1)
+    started = time.monotonic()
+    while not any("Running stage 'train_bag_of_embeddings'" in log.read_text()
+                  for log in (root / ".dvc/tmp/exps/run").glob("*/*.out")):
+        assert time.monotonic() - started < 120, "the queued point never reached its stage"
+        time.sleep(0.1)
+    [running] = [group["executor"]["local"] for baseline in json.loads(run(
+        ["dvc", "exp", "show", "--json"], cwd=root).stdout)
+        for group in baseline.get("experiments") or [] if group["name"] == "crash-boe"]
+    workspace = Path(running["root"])
+    assert workspace.is_dir() and psutil.pid_exists(running["pid"])
+    killed = [process for process in psutil.process_iter()
+              if process.pid != os.getpid() and under(process, root)]
+    assert len(killed) >= 3  # the worker, the executor, the stage (and DVC's manager)
+    for process in killed:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(killed, timeout=30)
+    status = run(["dvc", "queue", "status"], cwd=root).stdout
+    assert queue_states(status, ["crash-boe"]) == {"crash-boe": "Running"}  # for ever
+    assert [task for task, _, _ in pipeline.studies.abandoned_tasks(["crash-boe"])] == [
+        running["task_id"]]
+
+    pipeline.studies.queue(points, "crash", jobs=1)
+    assert f"task {running['task_id'][:7]} was left running" in capsys.readouterr().out
+    assert not workspace.exists()
+    status = run(["dvc", "queue", "status"], cwd=root).stdout
+    assert [state for _, _, state in queue_rows(status, ["crash-boe"])] == ["Success"]
+    rev = pipeline.studies.experiment_revs()["crash-boe"]
+    metrics = json.loads(run(["git", "show", f"{rev}:reports/metrics.json"], cwd=root).stdout)
+    assert "bag_of_embeddings" in metrics["classifiers"]
+
+
+def under(process: psutil.Process, root: Path) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return Path(process.cwd()).is_relative_to(root)
+    return False

@@ -73,9 +73,10 @@ def fetch_sources(dataset: Dataset, mirrors: dict, retries: int, staging: Path) 
     for source in dataset.files:
         mirror = mirrors.get(source.name)
         target = staging / source.name
-        if mirror is not None and user_path(mirror.path).exists():
+        local = user_path(mirror.path) if mirror is not None else None
+        if local is not None and local.exists():
             print(f"[fetch] using local copy {mirror.path}")
-            checksum = from_mirror(source, user_path(mirror.path), mirror.sha256, target)
+            checksum = from_mirror(source, local, mirror.sha256, target)
             origin = mirror.path  # as given: the same on every clone
         else:
             if mirror is not None:
