@@ -680,16 +680,13 @@ def test_a_point_whose_machine_was_killed_runs_again_when_the_study_is_rerun(
     points = {"boe": StudyPoint(set={"classifier.bag_of_embeddings.epochs": 2})}
     queue_point("crash", "boe", points["boe"])
     pipeline.studies.start_workers(1)
-    started = time.monotonic()
-    while not any("Running stage 'train_bag_of_embeddings'" in log.read_text()
-                  for log in (root / ".dvc/tmp/exps/run").glob("*/*.out")):
-        assert time.monotonic() - started < 120, "the queued point never reached its stage"
-        time.sleep(0.1)
+    wait_for_log(root, "Reproducing experiment")
     [running] = [group["executor"]["local"] for baseline in json.loads(run(
         ["dvc", "exp", "show", "--json"], cwd=root).stdout)
         for group in baseline.get("experiments") or [] if group["name"] == "crash-boe"]
     workspace = Path(running["root"])
     assert workspace.is_dir() and psutil.pid_exists(running["pid"])
+    wait_for_log(root, "Running stage 'train_bag_of_embeddings'")
     killed = [process for process in psutil.process_iter()
               if process.pid != os.getpid() and under(process, root)]
     assert len(killed) >= 3  # the worker, the executor, the stage (and DVC's manager)
@@ -710,6 +707,15 @@ def test_a_point_whose_machine_was_killed_runs_again_when_the_study_is_rerun(
     rev = pipeline.studies.experiment_revs()["crash-boe"]
     metrics = json.loads(run(["git", "show", f"{rev}:reports/metrics.json"], cwd=root).stdout)
     assert "bag_of_embeddings" in metrics["classifiers"]
+
+
+def wait_for_log(root: Path, line: str) -> None:
+    """Until the queued task's log (DVC's executor output) says ``line``."""
+    started = time.monotonic()
+    while not any(line in log.read_text()
+                  for log in (root / ".dvc/tmp/exps/run").glob("*/*.out")):
+        assert time.monotonic() - started < 120, f"the queued point never printed {line!r}"
+        time.sleep(0.05)
 
 
 def under(process: psutil.Process, root: Path) -> bool:
