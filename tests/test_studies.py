@@ -598,12 +598,10 @@ def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
     assert failed.returncode != 0 and "ablation-never_ran" in failed.stderr
 
 
-def test_a_task_left_running_without_a_worker_is_queued_again(
-        tmp_path: Path, tiny_run: TinyRun, request: pytest.FixtureRequest,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """DVC's race, reproduced: a worker takes a task (its message moves from the broker's
-    `in` to `processed`) and shuts down before running it, so `dvc queue status` shows the
-    task Running with no worker, for ever. `studies` kills it, queues it again and waits."""
+def queue_project(tmp_path: Path, tiny_run: TinyRun, request: pytest.FixtureRequest,
+                  monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A committed copy of the tiny run to queue experiments in, made the working directory
+    (as `python -m pipeline.studies` runs), its workers stopped after the test."""
     root = copy_project(tiny_run.root, tmp_path / "repo")
     run(["git", "add", "-A"], cwd=root)
     run(["git", "commit", "--allow-empty", "-qm", "baseline"], cwd=root, env=GIT_ENV)
@@ -611,6 +609,16 @@ def test_a_task_left_running_without_a_worker_is_queued_again(
     monkeypatch.chdir(root)
     monkeypatch.setattr(pipeline.studies, "POLL_SECONDS", 1.0)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    return root
+
+
+def test_a_task_left_running_without_a_worker_is_queued_again(
+        tmp_path: Path, tiny_run: TinyRun, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """DVC's race, reproduced: a worker takes a task (its message moves from the broker's
+    `in` to `processed`) and shuts down before running it, so `dvc queue status` shows the
+    task Running with no worker, for ever. `studies` kills it, queues it again and waits."""
+    root = queue_project(tmp_path, tiny_run, request, monkeypatch)
     points = {"boe": StudyPoint(set={"classifier.bag_of_embeddings.epochs": 2})}
     queue_point("race", "boe", points["boe"])
     broker = root / ".dvc/tmp/exps/celery/broker"
@@ -670,13 +678,7 @@ def test_a_point_whose_machine_was_killed_runs_again_when_the_study_is_rerun(
     stage), as a machine that loses power would: DVC then lists the task as running for
     ever. The same study again marks it failed, removes it and its temporary workspace,
     runs the point (restoring what had finished) and reports the new experiment."""
-    root = copy_project(tiny_run.root, tmp_path / "repo")
-    run(["git", "add", "-A"], cwd=root)
-    run(["git", "commit", "--allow-empty", "-qm", "baseline"], cwd=root, env=GIT_ENV)
-    request.addfinalizer(lambda: stop_queue_workers(root))
-    monkeypatch.chdir(root)
-    monkeypatch.setattr(pipeline.studies, "POLL_SECONDS", 1.0)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    root = queue_project(tmp_path, tiny_run, request, monkeypatch)
     points = {"boe": StudyPoint(set={"classifier.bag_of_embeddings.epochs": 2})}
     queue_point("crash", "boe", points["boe"])
     pipeline.studies.start_workers(1)
