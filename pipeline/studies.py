@@ -186,7 +186,8 @@ def abandoned_tasks(names: Collection[str]) -> list[tuple[str, str, Path | None]
     """(task id, experiment name, temporary workspace) of ``names``' tasks that DVC still
     lists as running although the process running them is gone: left by a killed machine
     or worker. A rerun would never see them end, and ``dvc exp show`` would keep listing
-    them (before the rerun's result, under the same name)."""
+    them (before the rerun's result, under the same name). Only the tasks queued from the
+    current commit are seen: ``dvc exp show --all-commits`` took minutes in this repository."""
     abandoned = []
     for baseline in json.loads(dvc("exp", "show", "--json")):
         for group in baseline.get("experiments") or []:
