@@ -17,7 +17,9 @@
 All are read from params.yaml's ``studies`` section, queued with ``dvc exp run
 --queue`` (so each run lands in MLflow under its experiment name, like any other
 ``dvc exp run``), run by ``dvc queue start``, and collected from ``dvc exp show``.
-``--report-only`` rebuilds the reports from experiments that already ran. Differences
+``--report-only`` rebuilds the reports from experiments that already ran (those queued from
+HEAD, or from ``--rev COMMIT``; a run's own reports read the commit it queued from, however
+HEAD moved meanwhile). Differences
 between two models carry paired 95% intervals: both runs' test predictions resampled
 together, as evaluate does.
 
@@ -52,7 +54,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -92,11 +94,13 @@ EXP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 @dataclass(frozen=True)
 class Names:
     """What one run of a study is called: its experiments ``<prefix>-<point>``, its reports
-    ``reports/studies/<stem>.*``, and the command that made them (the reports quote it)."""
+    ``reports/studies/<stem>.*``, the command that made them (the reports quote it), and the
+    commit they were queued from (``dvc exp show --rev``): HEAD may have moved on since."""
 
     prefix: str
     stem: str
     command: str
+    baseline: str = "HEAD"
 
     @classmethod
     def default(cls, study: str) -> Names:
@@ -216,9 +220,12 @@ def clear_abandoned(names: Collection[str]) -> None:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
-    """Queue one DVC experiment per point, run them, wait, and fail if any failed."""
+def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> str:
+    """Queue one DVC experiment per point, run them, wait, and fail if any failed. Returns
+    the commit they were queued from: their baseline, however HEAD moves while they run."""
     names = [f"{prefix}-{name}" for name in points]
+    baseline = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
     clear_abandoned(names)
     # rerunning a study replaces its earlier experiments (and their old queue entries)
     subprocess.run(["dvc", "queue", "remove", *names], capture_output=True)
@@ -230,6 +237,7 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> None:
         queue_point(prefix, name, point)
     start_workers(jobs)
     wait(points, prefix, jobs, stale)
+    return baseline
 
 
 NO_WORKERS = "Worker status: 0 active, 0 idle"
@@ -307,10 +315,11 @@ def wait(points: dict[str, StudyPoint], prefix: str, jobs: int,
                             + "\n".join(failed))
 
 
-def experiment_revs() -> dict[str, str]:
-    """Experiment name -> commit, for the experiments ``dvc exp show`` lists (the first
-    listed wins when a name repeats). Queued, running and failed tasks are left out: they
-    have no results, and one a killed machine left "running" keeps its name."""
+def experiment_revs(baseline: str = "HEAD") -> dict[str, str]:
+    """Experiment name -> commit, for the experiments ``dvc exp show`` lists under
+    ``baseline`` (the first listed wins when a name repeats). Queued, running and failed
+    tasks are left out: they have no results, and one a killed machine left "running"
+    keeps its name."""
     revs: dict[str, str] = {}
 
     def walk(entries: list[dict]) -> None:
@@ -321,7 +330,7 @@ def experiment_revs() -> dict[str, str]:
                 if (group.get("executor") or {}).get("state") in (None, "success"):
                     walk(group.get("revs") or [])
 
-    walk(json.loads(dvc("exp", "show", "--json")))
+    walk(json.loads(dvc("exp", "show", "--json", "--rev", baseline)))
     return revs
 
 
@@ -383,19 +392,19 @@ def experiment_label(prefix: str, name: str) -> str:
     return f"experiment {prefix}-{name}"
 
 
-def point_readers(prefix: str, names: list[str]) -> dict[str, Reader]:
+def point_readers(prefix: str, names: list[str], baseline: str = "HEAD") -> dict[str, Reader]:
     """Each point's files, read from its experiment's commit (points that never ran are
-    left out)."""
-    revs = experiment_revs()
+    left out); ``baseline``: the commit they were queued from."""
+    revs = experiment_revs(baseline)
     return {name: partial(git_file, revs[f"{prefix}-{name}"]) for name in names
             if f"{prefix}-{name}" in revs}
 
 
-def collect(prefix: str, names: list[str], readers: dict[str, Reader] | None = None
-            ) -> dict[str, dict]:
+def collect(prefix: str, names: list[str], readers: dict[str, Reader] | None = None,
+            baseline: str = "HEAD") -> dict[str, dict]:
     """reports/metrics.json of each point's experiment, read from the experiment's commit:
     ``dvc exp show`` drops list-valued metrics such as the confidence intervals."""
-    readers = point_readers(prefix, names) if readers is None else readers
+    readers = point_readers(prefix, names, baseline) if readers is None else readers
     found: dict[str, dict] = {}
     for name in names:
         if name not in readers:
@@ -489,7 +498,7 @@ def learning_curve_report(params: Params, source: str = "params.yaml",
     has every label; off for a run with --set, whose settings the main run does not share."""
     names = names or Names.default("learning_curve")
     points = study_points(params, "learning_curve", source)
-    readers = point_readers(names.prefix, list(points))
+    readers = point_readers(names.prefix, list(points), names.baseline)
     results = collect(names.prefix, list(points), readers)
     table = [row | {"point": name} for name, metrics in results.items() for row in rows(metrics)]
     workspace = read_results(workspace_file) if main_run else None
@@ -566,7 +575,7 @@ def ablation_report(params: Params, source: str = "params.yaml",
                     names: Names | None = None) -> pd.DataFrame:
     names = names or Names.default("ablation")
     points = study_points(params, "ablation", source)
-    readers = point_readers(names.prefix, list(points))
+    readers = point_readers(names.prefix, list(points), names.baseline)
     results = collect(names.prefix, list(points), readers)
     base_name = ablation_base(points)
     base = {r["variant"]: r for r in rows(results[base_name])}
@@ -631,7 +640,7 @@ def cost_report(params: Params, study: str, source: str = "params.yaml",
     workspace = read_results(workspace_file)
     if workspace is not None:  # the main run (dvc repro) in the workspace
         results["main run"] = workspace
-    results |= collect(prefix, list(points))
+    results |= collect(prefix, list(points), baseline=names.baseline)
     table = []
     for name, metrics in results.items():
         lm = metrics["lm"]
@@ -731,6 +740,9 @@ def main() -> None:
                         help="experiments run at once (at least 1)")
     parser.add_argument("--report-only", action="store_true",
                         help="rebuild the report from experiments that already ran")
+    parser.add_argument("--rev", default="HEAD", metavar="COMMIT",
+                        help="with --report-only: the commit the experiments were queued "
+                             "from, if HEAD has moved on since (default: HEAD)")
     parser.add_argument("--set", dest="settings", metavar="KEY=VALUE", type=setting,
                         action="append", default=[],
                         help="add a setting to studies.common for this run (repeatable)")
@@ -741,6 +753,8 @@ def main() -> None:
                         help="run and report only this point of the study (repeatable; "
                              "the ablation keeps its base)")
     args = parser.parse_args()
+    if args.rev != "HEAD" and not args.report_only:
+        parser.error("--rev reads experiments that already ran: use it with --report-only")
     study = args.study.replace("-", "_")
     params = with_only(with_common(load_params(args.params), dict(args.settings)), study,
                        args.only, args.params)
@@ -752,8 +766,11 @@ def main() -> None:
                     *(["--name", args.name] if args.name else [])])
         names = Names(args.name or names.prefix, args.name or names.stem,
                       f"{names.command} {shlex.join(options)}")
-    if not args.report_only:
-        queue(study_points(params, study, args.params), names.prefix, args.jobs)
+    if args.report_only:
+        names = replace(names, baseline=args.rev)
+    else:
+        baseline = queue(study_points(params, study, args.params), names.prefix, args.jobs)
+        names = replace(names, baseline=baseline)
     if study == "learning_curve":
         learning_curve_report(params, args.params, names, main_run=not args.settings)
     elif study == "ablation":

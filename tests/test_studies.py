@@ -30,7 +30,14 @@ from pipeline.config import (
 from pipeline.errors import PipelineError
 from pipeline.metrics import bootstrap_indices, difference_interval
 from pipeline.stages.evaluate import hybrid_name
-from pipeline.studies import NO_WORKERS, queue_point, queue_rows, queue_states, study_points
+from pipeline.studies import (
+    NO_WORKERS,
+    Reader,
+    queue_point,
+    queue_rows,
+    queue_states,
+    study_points,
+)
 from tests.conftest import TinyRun, copy_project, ran_stages, run, stop_queue_workers
 
 HYBRID = hybrid_name(HYBRID_RNN, "nb_logreg")  # params.yaml evaluate.hybrid_with
@@ -152,12 +159,16 @@ def settings_with_studies(path: Path, studies: dict) -> Path:
     return path
 
 
+QUEUED_FROM = "0123abc"  # run_studies_main's stand-in for the commit points are queued from
+
+
 def run_studies_main(monkeypatch: pytest.MonkeyPatch, *argv: str) -> list[str]:
     """``python -m pipeline.studies ARGV`` in this process, with queueing replaced by a
-    record of what would have been queued: a test's failure must not start DVC."""
+    record of what would have been queued: a test's failure must not start DVC. The points
+    count as queued from commit QUEUED_FROM."""
     queued: list[str] = []
     monkeypatch.setattr(pipeline.studies, "queue",
-                        lambda points, prefix, jobs: queued.extend(points))
+                        lambda points, prefix, jobs: queued.extend(points) or QUEUED_FROM)
     monkeypatch.setattr(sys, "argv", ["studies", *argv])
     pipeline.studies.main()
     return queued
@@ -187,7 +198,7 @@ def test_ablation_variant_the_base_lacks_gets_no_delta(
                                                      "rnn_pretrained_backward": 0.78,
                                                      "rnn_pretrained_ensemble": 0.82})}
     monkeypatch.setattr(pipeline.studies, "point_readers",  # runs without predictions
-                        lambda prefix, names: dict.fromkeys(names, lambda path: None))
+                        lambda prefix, names, baseline: dict.fromkeys(names, lambda path: None))
     monkeypatch.setattr(pipeline.studies, "collect", lambda prefix, names, readers: results)
     monkeypatch.setattr(pipeline.studies, "OUT", tmp_path)
     pipeline.studies.ablation_report(params)
@@ -234,7 +245,7 @@ def test_study_differences_are_paired_on_evaluates_resamples(
                "better": fake_metrics({"rnn_pretrained": better.mean()}, 200),
                "other_test_set": fake_metrics({"rnn_pretrained": better[:100].mean()}, 200)}
     monkeypatch.setattr(pipeline.studies, "point_readers",
-                        lambda prefix, names: {n: files[n].get for n in names})
+                        lambda prefix, names, baseline: {n: files[n].get for n in names})
     monkeypatch.setattr(pipeline.studies, "collect",
                         lambda prefix, names, readers: {n: results[n] for n in names})
     monkeypatch.setattr(pipeline.studies, "OUT", tmp_path)
@@ -295,7 +306,7 @@ def test_damaged_or_incomplete_reports_are_named(
     good = json.dumps(fake_metrics(dict.fromkeys(VARIANTS, 0.75)))
     files = {"reports/metrics.json": '{"classifiers": ', "params.yaml": ""}
     revs = {"lc-n8": "abc123"}
-    monkeypatch.setattr(pipeline.studies, "experiment_revs", lambda: revs)
+    monkeypatch.setattr(pipeline.studies, "experiment_revs", lambda baseline: revs)
     monkeypatch.setattr(pipeline.studies, "git_file", lambda rev, path: files.get(path))
     with pytest.raises(PipelineError, match=r"reports/metrics.json of experiment lc-n8 is not "
                                             r"valid JSON .*without --report-only"):
@@ -397,15 +408,19 @@ def test_set_and_name_run_a_variant_of_a_study_beside_the_committed_one(
         "short_lm": {"description": "shorter LM", "set": {"pretrain.epochs": 2}}}})
     queued: dict[str, dict[str, StudyPoint]] = {}
     monkeypatch.setattr(pipeline.studies, "queue",
-                        lambda points, prefix, jobs: queued.update({prefix: points}))
+                        lambda points, prefix, jobs: queued.update({prefix: points}) or "c0ffee")
     collected: list[str] = []
+    read_from: list[str] = []
 
     def fake_collect(prefix: str, names: list[str], readers: object) -> dict[str, dict]:
         collected.append(prefix)
         return {name: fake_metrics(dict.fromkeys(VARIANTS, 0.75)) for name in names}
 
-    monkeypatch.setattr(pipeline.studies, "point_readers",
-                        lambda prefix, names: dict.fromkeys(names, lambda path: None))
+    def fake_readers(prefix: str, names: list[str], baseline: str) -> dict[str, Reader]:
+        read_from.append(baseline)
+        return dict.fromkeys(names, lambda path: None)
+
+    monkeypatch.setattr(pipeline.studies, "point_readers", fake_readers)
     monkeypatch.setattr(pipeline.studies, "collect", fake_collect)
     monkeypatch.setattr(pipeline.studies, "OUT", tmp_path)
     monkeypatch.setattr(sys, "argv", [
@@ -415,6 +430,7 @@ def test_set_and_name_run_a_variant_of_a_study_beside_the_committed_one(
 
     [(prefix, points)] = queued.items()
     assert prefix == collected[0] == "ablation_lm12"  # experiments ablation_lm12-<point>
+    assert read_from == ["c0ffee"]  # the commit they were queued from, wherever HEAD is now
     assert points["base"].set["pretrain.epochs"] == 12  # an int, as dvc exp run -S reads it
     assert points["base"].set["ensemble.directions"] == ["backward"]
     assert points["short_lm"].set["pretrain.epochs"] == 2  # the point's own setting wins
@@ -460,18 +476,30 @@ def test_only_runs_and_reports_the_points_named(
     monkeypatch.setattr(pipeline.studies, "OUT", tmp_path)
     monkeypatch.setattr(pipeline.studies, "read_results", lambda read, where="": None)
     collected: list[list[str]] = []
+    read_from: list[str] = []
 
-    def fake_collect(prefix: str, names: list[str], readers: object = None
-                     ) -> dict[str, dict]:
+    def fake_collect(prefix: str, names: list[str], readers: object = None,
+                     baseline: str = "HEAD") -> dict[str, dict]:
         collected.append(names)
+        read_from.append(baseline)
         return {name: fake_metrics(dict.fromkeys(VARIANTS, 0.75)) for name in names}
 
     monkeypatch.setattr(pipeline.studies, "collect", fake_collect)
     monkeypatch.setattr(pipeline.studies, "point_readers",
-                        lambda prefix, names: dict.fromkeys(names, lambda path: None))
+                        lambda prefix, names, baseline: dict.fromkeys(names, lambda path: None))
     assert run_studies_main(monkeypatch, "full-configuration", "--params", str(other),
                             "--only", "long_cpu") == ["long_cpu"]
-    assert collected == [["long_cpu"]]
+    assert collected == [["long_cpu"]] and read_from == [QUEUED_FROM]
+    # --report-only reads HEAD's experiments, or those queued from --rev
+    for argv, baseline in ((["--report-only"], "HEAD"),
+                           (["--report-only", "--rev", "b0fe"], "b0fe")):
+        assert run_studies_main(monkeypatch, "full-configuration", "--params", str(other),
+                                "--only", "long_cpu", *argv) == []
+        assert read_from[-1] == baseline
+    with pytest.raises(SystemExit) as exited:  # --rev would change nothing in a run
+        run_studies_main(monkeypatch, "full-configuration", "--params", str(other),
+                         "--only", "long_cpu", "--rev", "b0fe")
+    assert exited.value.code == 2
     markdown = (tmp_path / "full_configuration.md").read_text()
     assert "long_cpu: pretrain.epochs=12" in markdown and "gpu_size" not in markdown
     assert (f"Made by `python -m pipeline.studies full-configuration --params {other} "
@@ -677,7 +705,8 @@ def test_a_point_whose_machine_was_killed_runs_again_when_the_study_is_rerun(
     """Every process of a queued study SIGKILLed mid-stage (the worker, DVC's executor, the
     stage), as a machine that loses power would: DVC then lists the task as running for
     ever. The same study again marks it failed, removes it and its temporary workspace,
-    runs the point (restoring what had finished) and reports the new experiment."""
+    runs the point (restoring what had finished) and finds the new experiment under the
+    commit it was queued from, though a commit made meanwhile moved HEAD."""
     root = queue_project(tmp_path, tiny_run, request, monkeypatch)
     points = {"boe": StudyPoint(set={"classifier.bag_of_embeddings.epochs": 2})}
     queue_point("crash", "boe", points["boe"])
@@ -701,12 +730,20 @@ def test_a_point_whose_machine_was_killed_runs_again_when_the_study_is_rerun(
     assert [task for task, _, _ in pipeline.studies.abandoned_tasks(["crash-boe"])] == [
         running["task_id"]]
 
-    pipeline.studies.queue(points, "crash", jobs=1)
+    start_workers = pipeline.studies.start_workers
+
+    def start_workers_then_commit(jobs: int) -> None:  # the user goes on working meanwhile
+        start_workers(jobs)
+        run(["git", "commit", "--allow-empty", "-qm", "meanwhile"], cwd=root, env=GIT_ENV)
+
+    monkeypatch.setattr(pipeline.studies, "start_workers", start_workers_then_commit)
+    baseline = pipeline.studies.queue(points, "crash", jobs=1)
     assert f"task {running['task_id'][:7]} was left running" in capsys.readouterr().out
     assert not workspace.exists()
     status = run(["dvc", "queue", "status"], cwd=root).stdout
     assert [state for _, _, state in queue_rows(status, ["crash-boe"])] == ["Success"]
-    rev = pipeline.studies.experiment_revs()["crash-boe"]
+    assert "crash-boe" not in pipeline.studies.experiment_revs()  # HEAD has moved on
+    rev = pipeline.studies.experiment_revs(baseline)["crash-boe"]
     metrics = json.loads(run(["git", "show", f"{rev}:reports/metrics.json"], cwd=root).stdout)
     assert "bag_of_embeddings" in metrics["classifiers"]
 
