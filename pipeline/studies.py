@@ -224,8 +224,11 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> str:
     """Queue one DVC experiment per point, run them, wait, and fail if any failed. Returns
     the commit they were queued from: their baseline, however HEAD moves while they run."""
     names = [f"{prefix}-{name}" for name in points]
-    baseline = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        raise PipelineError(f"studies run in a git repository with a commit (DVC experiments "
+                            f"need one): git rev-parse HEAD said {head.stderr.strip()}")
+    baseline = head.stdout.strip()
     clear_abandoned(names)
     # rerunning a study replaces its earlier experiments (and their old queue entries)
     subprocess.run(["dvc", "queue", "remove", *names], capture_output=True)

@@ -761,3 +761,18 @@ def under(process: psutil.Process, root: Path) -> bool:
     with contextlib.suppress(psutil.Error):
         return Path(process.cwd()).is_relative_to(root)
     return False
+
+
+def test_a_study_without_a_commit_to_queue_from_is_one_line(tmp_path: Path) -> None:
+    """DVC experiments need a commit: a study outside git, or in a repository without a
+    commit, says so before touching DVC, not with a traceback."""
+    for repository in (False, True):
+        if repository:
+            run(["git", "init", "-q"], cwd=tmp_path)
+        done = subprocess.run([sys.executable, "-m", "pipeline.studies", "ablation", "--only",
+                               "base", "--params", str(PARAMS)], cwd=tmp_path,
+                              capture_output=True, text=True,
+                              env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])})
+        assert done.returncode == 1, done.stderr
+        assert "studies run in a git repository with a commit" in done.stdout + done.stderr
+        assert "Traceback" not in done.stderr
