@@ -186,38 +186,54 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def abandoned_tasks(names: Collection[str]) -> list[tuple[str, str, Path | None]]:
-    """(task id, experiment name, temporary workspace) of ``names``' tasks that DVC still
-    lists as running although the process running them is gone: left by a killed machine
-    or worker. A rerun would never see them end, and ``dvc exp show`` would keep listing
-    them (before the rerun's result, under the same name). Only the tasks queued from the
-    current commit are seen: ``dvc exp show --all-commits`` took minutes in this repository."""
-    abandoned = []
+@dataclass(frozen=True)
+class RunningTask:
+    """A task ``dvc exp show`` lists as running, with the process DVC recorded running it."""
+
+    task: str
+    name: str
+    pid: int
+    workspace: Path | None  # its temporary copy of the repository
+
+    @property
+    def alive(self) -> bool:
+        return process_alive(self.pid)
+
+
+def running_tasks(names: Collection[str]) -> list[RunningTask]:
+    """``names``' tasks that DVC lists as running and that have started (a task a worker
+    took and dropped before starting has no process: ``wait`` handles those). Only the
+    tasks queued from the current commit are seen: ``dvc exp show --all-commits`` took
+    minutes in this repository."""
+    running = []
     for baseline in json.loads(dvc("exp", "show", "--json")):
         for group in baseline.get("experiments") or []:
             executor = group.get("executor") or {}
             local = executor.get("local") or {}
-            pid, task = local.get("pid"), local.get("task_id")
+            pid, task, root = local.get("pid"), local.get("task_id"), local.get("root")
             if (group.get("name") in names and executor.get("state") == "running"
-                    and isinstance(pid, int) and task and not process_alive(pid)):
-                root = local.get("root")
-                abandoned.append((task, group["name"], Path(root) if root else None))
-    return abandoned
+                    and isinstance(pid, int) and task):
+                running.append(RunningTask(task, group["name"], pid,
+                                           Path(root) if root else None))
+    return running
 
 
-def clear_abandoned(names: Collection[str]) -> None:
-    """Mark the tasks a killed machine left running failed, drop them from the queue and
-    delete their temporary workspaces (a copy of the data and models each). The stages they
-    had finished are in DVC's run cache and the killed one's checkpoint is in the main
-    clone (training.Checkpointing), so the rerun picks up where they stopped."""
+def clear_abandoned(tasks: Collection[RunningTask]) -> None:
+    """Mark failed the tasks a killed machine or worker left "running" (their process is
+    gone), drop them from the queue and delete their temporary workspaces (a copy of the
+    data and models each). A rerun would never see them end, and ``dvc exp show`` would
+    keep listing them (before the rerun's result, under the same name). The stages they had
+    finished are in DVC's run cache and the killed one's checkpoint is in the main clone
+    (training.Checkpointing), so the rerun picks up where they stopped."""
     exps_tmp = Path(".dvc/tmp/exps").resolve()
-    for task, name, root in abandoned_tasks(names):
-        print(f"[studies] {name}: task {task[:7]} was left running by a process that no "
-              "longer exists (a killed machine or worker); marking it failed and removing it")
-        subprocess.run(["dvc", "queue", "kill", task], capture_output=True)
-        subprocess.run(["dvc", "queue", "remove", task], capture_output=True)
-        if root is not None and root.resolve().parent == exps_tmp:
-            shutil.rmtree(root, ignore_errors=True)
+    for task in tasks:
+        print(f"[studies] {task.name}: task {task.task[:7]} was left running by a process "
+              "that no longer exists (a killed machine or worker); marking it failed and "
+              "removing it")
+        subprocess.run(["dvc", "queue", "kill", task.task], capture_output=True)
+        subprocess.run(["dvc", "queue", "remove", task.task], capture_output=True)
+        if task.workspace is not None and task.workspace.resolve().parent == exps_tmp:
+            shutil.rmtree(task.workspace, ignore_errors=True)
 
 
 def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> str:
@@ -229,7 +245,16 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> str:
         raise PipelineError(f"studies run in a git repository with a commit (DVC experiments "
                             f"need one): git rev-parse HEAD said {head.stderr.strip()}")
     baseline = head.stdout.strip()
-    clear_abandoned(names)
+    started = running_tasks(names)
+    live = [task for task in started if task.alive]
+    if live:  # queueing it again would run it twice at once, then report either
+        raise PipelineError(
+            "still running from an earlier start of this study: "
+            + ", ".join(f"{task.name} (task {task.task[:7]}, process {task.pid})"
+                        for task in live)
+            + ". Wait for it (`dvc queue logs <name>`; then the report with --report-only), "
+              "or stop it first (`dvc queue kill <task>`)")
+    clear_abandoned([task for task in started if not task.alive])
     # rerunning a study replaces its earlier experiments (and their old queue entries)
     subprocess.run(["dvc", "queue", "remove", *names], capture_output=True)
     for name in names:

@@ -677,12 +677,12 @@ def finished_process_pid() -> int:
     return int(done.stdout)
 
 
-def test_only_finished_experiments_are_collected_and_dead_tasks_are_found(
+def test_only_finished_experiments_are_collected_and_running_tasks_are_told_apart(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """After a killed machine, `dvc exp show` lists the task it left "running" (its rev the
     queued snapshot, no results) before the rerun's finished experiment of the same name:
-    the reports read the finished one (they said "no results for full-long"), and the dead
-    task, whose process is gone, is found to be cleared; a live one is left alone."""
+    the reports read the finished one (they said "no results for full-long"). Running tasks
+    are told apart by their process: gone (to be cleared) or alive (not to be rerun)."""
     dead_pid = finished_process_pid()
     shown = [{"rev": "workspace", "name": None, "experiments": None},
              {"rev": "b" * 40, "name": "main", "experiments": [
@@ -694,17 +694,19 @@ def test_only_finished_experiments_are_collected_and_dead_tasks_are_found(
     monkeypatch.setattr(pipeline.studies, "dvc", lambda *args: json.dumps(shown))
     assert pipeline.studies.experiment_revs() == {"main": "b" * 40, "full-long": "f" * 40}
     names = ["full-long", "full-other", "full-gone", "full-next"]
-    assert pipeline.studies.abandoned_tasks(names) == [
-        ("d" * 40, "full-long", Path("/x/.dvc/tmp/exps/t1"))]
-    assert pipeline.studies.abandoned_tasks(["full-other"]) == []
+    assert [(task.task, task.name, task.workspace, task.alive)
+            for task in pipeline.studies.running_tasks(names)] == [
+        ("d" * 40, "full-long", Path("/x/.dvc/tmp/exps/t1"), False),
+        ("a" * 40, "full-other", None, True)]
 
 
 def test_a_point_whose_machine_was_killed_runs_again_when_the_study_is_rerun(
         tmp_path: Path, tiny_run: TinyRun, request: pytest.FixtureRequest,
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    """Every process of a queued study SIGKILLed mid-stage (the worker, DVC's executor, the
-    stage), as a machine that loses power would: DVC then lists the task as running for
-    ever. The same study again marks it failed, removes it and its temporary workspace,
+    """Started again while its point runs, a study refuses (it would run the point twice at
+    once). Every process of the queued study SIGKILLed mid-stage (the worker, DVC's
+    executor, the stage), as a machine that loses power would: DVC then lists the task as
+    running for ever. The same study again marks it failed, removes it and its temporary workspace,
     runs the point (restoring what had finished) and finds the new experiment under the
     commit it was queued from, though a commit made meanwhile moved HEAD."""
     root = queue_project(tmp_path, tiny_run, request, monkeypatch)
@@ -712,11 +714,11 @@ def test_a_point_whose_machine_was_killed_runs_again_when_the_study_is_rerun(
     queue_point("crash", "boe", points["boe"])
     pipeline.studies.start_workers(1)
     wait_for_log(root, "Reproducing experiment")
-    [running] = [group["executor"]["local"] for baseline in json.loads(run(
-        ["dvc", "exp", "show", "--json"], cwd=root).stdout)
-        for group in baseline.get("experiments") or [] if group["name"] == "crash-boe"]
-    workspace = Path(running["root"])
-    assert workspace.is_dir() and psutil.pid_exists(running["pid"])
+    [running] = pipeline.studies.running_tasks(["crash-boe"])
+    assert running.alive and running.workspace is not None and running.workspace.is_dir()
+    with pytest.raises(PipelineError, match=r"still running from an earlier start of this "
+                                            r"study: crash-boe \(task "):
+        pipeline.studies.queue(points, "crash", jobs=1)  # would run it twice at once
     wait_for_log(root, "Running stage 'train_bag_of_embeddings'")
     killed = [process for process in psutil.process_iter()
               if process.pid != os.getpid() and under(process, root)]
@@ -727,8 +729,8 @@ def test_a_point_whose_machine_was_killed_runs_again_when_the_study_is_rerun(
     psutil.wait_procs(killed, timeout=30)
     status = run(["dvc", "queue", "status"], cwd=root).stdout
     assert queue_states(status, ["crash-boe"]) == {"crash-boe": "Running"}  # for ever
-    assert [task for task, _, _ in pipeline.studies.abandoned_tasks(["crash-boe"])] == [
-        running["task_id"]]
+    assert [(task.task, task.alive) for task in pipeline.studies.running_tasks(
+        ["crash-boe"])] == [(running.task, False)]
 
     start_workers = pipeline.studies.start_workers
 
@@ -738,8 +740,8 @@ def test_a_point_whose_machine_was_killed_runs_again_when_the_study_is_rerun(
 
     monkeypatch.setattr(pipeline.studies, "start_workers", start_workers_then_commit)
     baseline = pipeline.studies.queue(points, "crash", jobs=1)
-    assert f"task {running['task_id'][:7]} was left running" in capsys.readouterr().out
-    assert not workspace.exists()
+    assert f"task {running.task[:7]} was left running" in capsys.readouterr().out
+    assert not running.workspace.exists()
     status = run(["dvc", "queue", "status"], cwd=root).stdout
     assert [state for _, _, state in queue_rows(status, ["crash-boe"])] == ["Success"]
     assert "crash-boe" not in pipeline.studies.experiment_revs()  # HEAD has moved on
