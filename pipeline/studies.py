@@ -246,14 +246,21 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> str:
                             f"need one): git rev-parse HEAD said {head.stderr.strip()}")
     baseline = head.stdout.strip()
     started = running_tasks(names)
-    live = [task for task in started if task.alive]
+    live = [f"{task.name} (task {task.task[:7]}, process {task.pid})"
+            for task in started if task.alive]
+    # `dvc queue status` lists the tasks of every commit (by short id), without processes:
+    # one running that HEAD's listing lacks, with a worker at work, was queued from an
+    # earlier commit and is taken for alive
+    status = dvc("queue", "status")
+    if NO_WORKERS not in status:
+        live += [f"{name} (task {task}, queued from another commit)"
+                 for task, name, state in queue_rows(status, names) if state == "Running"
+                 and not any(known.task.startswith(task) for known in started)]
     if live:  # queueing it again would run it twice at once, then report either
         raise PipelineError(
-            "still running from an earlier start of this study: "
-            + ", ".join(f"{task.name} (task {task.task[:7]}, process {task.pid})"
-                        for task in live)
-            + ". Wait for it (`dvc queue logs <name>`; then the report with --report-only), "
-              "or stop it first (`dvc queue kill <task>`)")
+            f"still running from an earlier start of this study: {', '.join(live)}. Wait "
+            "for it (`dvc queue logs <name>`; then the report with --report-only), or stop "
+            "it first (`dvc queue kill <task>`)")
     clear_abandoned([task for task in started if not task.alive])
     # rerunning a study replaces its earlier experiments (and their old queue entries)
     subprocess.run(["dvc", "queue", "remove", *names], capture_output=True)

@@ -778,3 +778,32 @@ def test_a_study_without_a_commit_to_queue_from_is_one_line(tmp_path: Path) -> N
         assert done.returncode == 1, done.stderr
         assert "studies run in a git repository with a commit" in done.stdout + done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_point_running_from_an_earlier_commit_is_not_queued_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HEAD's `dvc exp show` lacks a task queued before the last commit; `dvc queue status`
+    lists it, without its process: running while a worker is at work, it counts as alive."""
+    run(["git", "init", "-q"], cwd=tmp_path)  # queue's own git and dvc calls land here
+    run(["git", "commit", "--allow-empty", "-qm", "baseline"], cwd=tmp_path, env=GIT_ENV)
+    monkeypatch.chdir(tmp_path)
+    status = ORPHANED_STATUS.replace("Worker status: 0 active", "Worker status: 1 active")
+    calls: list[tuple[str, ...]] = []
+
+    def fake_dvc(*args: str) -> str:
+        calls.append(args)
+        return "[]" if args[:2] == ("exp", "show") else status
+
+    monkeypatch.setattr(pipeline.studies, "dvc", fake_dvc)
+    points = {"lm_short": StudyPoint(set={"pretrain.epochs": 1})}
+    with pytest.raises(PipelineError, match=r"still running from an earlier start of this "
+                                            r"study: budget-lm_short \(task 182b67f, queued "
+                                            r"from another commit\)"):
+        pipeline.studies.queue(points, "budget", jobs=1)
+    assert ("exp", "run", "--queue") not in {args[:3] for args in calls}  # nothing queued
+    monkeypatch.setattr(pipeline.studies, "queue_point", lambda *args: calls.append(args))
+    status = ORPHANED_STATUS  # no worker: a task left by a killed one; the rerun goes ahead
+    monkeypatch.setattr(pipeline.studies, "start_workers", lambda jobs: None)
+    monkeypatch.setattr(pipeline.studies, "wait", lambda *args: None)
+    assert pipeline.studies.queue(points, "budget", jobs=1)  # the commit queued from
+    assert ("budget", "lm_short", points["lm_short"]) in calls
