@@ -259,8 +259,9 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> str:
     if live:  # queueing it again would run it twice at once, then report either
         raise PipelineError(
             f"still running from an earlier start of this study: {', '.join(live)}. Wait "
-            "for it (`dvc queue logs <name>`; then the report with --report-only), or stop "
-            "it first (`dvc queue kill <task>`)")
+            "for it (`dvc queue logs <name>`; then the report with --report-only, plus "
+            "--rev <the commit it was queued from> if HEAD has moved since), or stop it "
+            "first (`dvc queue kill <task>`)")
     clear_abandoned([task for task in started if not task.alive])
     # rerunning a study replaces its earlier experiments (and their old queue entries)
     subprocess.run(["dvc", "queue", "remove", *names], capture_output=True)
