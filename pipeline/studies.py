@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import re
 import shlex
 import shutil
@@ -60,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import yaml
 
 from pipeline.config import Params, StudyPoint, load_params, with_overrides
@@ -176,16 +176,6 @@ def queue_point(prefix: str, name: str, point: StudyPoint) -> None:
     print(f"[studies] queued {prefix}-{name}: {' '.join(overrides(point)) or '(defaults)'}")
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 @dataclass(frozen=True)
 class RunningTask:
     """A task ``dvc exp show`` lists as running, with the process DVC recorded running it."""
@@ -197,7 +187,7 @@ class RunningTask:
 
     @property
     def alive(self) -> bool:
-        return process_alive(self.pid)
+        return psutil.pid_exists(self.pid)
 
 
 def running_tasks(names: Collection[str]) -> list[RunningTask]:
