@@ -190,22 +190,33 @@ class RunningTask:
         return psutil.pid_exists(self.pid)
 
 
-def running_tasks(names: Collection[str]) -> list[RunningTask]:
-    """``names``' tasks that DVC lists as running and that have started (a task a worker
-    took and dropped before starting has no process: ``wait`` handles those). Only the
-    tasks queued from the current commit are seen: ``dvc exp show --all-commits`` took
-    minutes in this repository."""
-    running = []
-    for baseline in json.loads(dvc("exp", "show", "--json")):
-        for group in baseline.get("experiments") or []:
-            executor = group.get("executor") or {}
-            local = executor.get("local") or {}
-            pid, task, root = local.get("pid"), local.get("task_id"), local.get("root")
-            if (group.get("name") in names and executor.get("state") == "running"
-                    and isinstance(pid, int) and task):
-                running.append(RunningTask(task, group["name"], pid,
-                                           Path(root) if root else None))
-    return running
+def queued_from(task: str) -> str | None:
+    """The commit a queued task was queued from, or None when git no longer has the task's
+    commit. DVC queues an experiment as a commit on top of that one and names the task after
+    it (``dvc queue status`` shows the first 7 hex digits)."""
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{task}^1"],
+                           capture_output=True, text=True)
+    return found.stdout.strip() or None
+
+
+def running_tasks(names: Collection[str], baselines: Collection[str] = ("HEAD",)
+                  ) -> list[RunningTask]:
+    """``names``' tasks that DVC lists as running under ``baselines`` (the commits they were
+    queued from: ``dvc exp show`` lists a task under its own; ``--all-commits`` took minutes
+    in this repository) and that have started (a task a worker took and dropped before
+    starting has no process: ``wait`` handles those)."""
+    running: dict[str, RunningTask] = {}
+    for rev in baselines:
+        for baseline in json.loads(dvc("exp", "show", "--json", "--rev", rev)):
+            for group in baseline.get("experiments") or []:
+                executor = group.get("executor") or {}
+                local = executor.get("local") or {}
+                pid, task, root = local.get("pid"), local.get("task_id"), local.get("root")
+                if (group.get("name") in names and executor.get("state") == "running"
+                        and isinstance(pid, int) and task):
+                    running[task] = RunningTask(task, group["name"], pid,
+                                                Path(root) if root else None)
+    return list(running.values())
 
 
 def clear_abandoned(tasks: Collection[RunningTask]) -> None:
@@ -235,15 +246,17 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> str:
         raise PipelineError(f"studies run in a git repository with a commit (DVC experiments "
                             f"need one): git rev-parse HEAD said {head.stderr.strip()}")
     baseline = head.stdout.strip()
-    started = running_tasks(names)
+    # `dvc queue status` lists the tasks of every commit (by short id), without processes;
+    # `dvc exp show` has their processes, listed under the commit each was queued from
+    status = dvc("queue", "status")
+    listed = [task for task, _, state in queue_rows(status, names) if state == "Running"]
+    started = running_tasks(names, {baseline} | {rev for rev in map(queued_from, listed) if rev})
     live = [f"{task.name} (task {task.task[:7]}, process {task.pid})"
             for task in started if task.alive]
-    # `dvc queue status` lists the tasks of every commit (by short id), without processes:
-    # one running that HEAD's listing lacks, with a worker at work, was queued from an
-    # earlier commit and is taken for alive
-    status = dvc("queue", "status")
+    # a running one without a known process (not started yet, or its commit gone from git)
+    # is taken for alive while a worker is at work
     if NO_WORKERS not in status:
-        live += [f"{name} (task {task}, queued from another commit)"
+        live += [f"{name} (task {task}, no process known)"
                  for task, name, state in queue_rows(status, names) if state == "Running"
                  and not any(known.task.startswith(task) for known in started)]
     if live:  # queueing it again would run it twice at once, then report either

@@ -706,9 +706,10 @@ def test_a_point_whose_machine_was_killed_runs_again_when_the_study_is_rerun(
     """Started again while its point runs, a study refuses (it would run the point twice at
     once). Every process of the queued study SIGKILLed mid-stage (the worker, DVC's
     executor, the stage), as a machine that loses power would: DVC then lists the task as
-    running for ever. The same study again marks it failed, removes it and its temporary workspace,
-    runs the point (restoring what had finished) and finds the new experiment under the
-    commit it was queued from, though a commit made meanwhile moved HEAD."""
+    running for ever. After a commit, the same study again finds that task under the commit
+    it was queued from, marks it failed, removes it and its temporary workspace, runs the
+    point (restoring what had finished) and finds the new experiment under the commit it
+    was queued from, though a commit made meanwhile moved HEAD."""
     root = queue_project(tmp_path, tiny_run, request, monkeypatch)
     points = {"boe": StudyPoint(set={"classifier.bag_of_embeddings.epochs": 2})}
     queue_point("crash", "boe", points["boe"])
@@ -731,6 +732,12 @@ def test_a_point_whose_machine_was_killed_runs_again_when_the_study_is_rerun(
     assert queue_states(status, ["crash-boe"]) == {"crash-boe": "Running"}  # for ever
     assert [(task.task, task.alive) for task in pipeline.studies.running_tasks(
         ["crash-boe"])] == [(running.task, False)]
+    # the user commits before rerunning: HEAD's listing no longer has the dead task, the
+    # commit it was queued from (the task's commit's parent, for git) does
+    queued_at = run(["git", "rev-parse", "HEAD"], cwd=root).stdout.strip()
+    run(["git", "commit", "--allow-empty", "-qm", "after the crash"], cwd=root, env=GIT_ENV)
+    assert pipeline.studies.running_tasks(["crash-boe"]) == []
+    assert pipeline.studies.queued_from(running.task[:7]) == queued_at
 
     start_workers = pipeline.studies.start_workers
 
@@ -782,8 +789,8 @@ def test_a_study_without_a_commit_to_queue_from_is_one_line(tmp_path: Path) -> N
 
 def test_a_point_running_from_an_earlier_commit_is_not_queued_twice(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """HEAD's `dvc exp show` lacks a task queued before the last commit; `dvc queue status`
-    lists it, without its process: running while a worker is at work, it counts as alive."""
+    """`dvc queue status` lists a running task whose process no `dvc exp show` gives (here
+    its commit is not in git): running while a worker is at work, it counts as alive."""
     run(["git", "init", "-q"], cwd=tmp_path)  # queue's own git and dvc calls land here
     run(["git", "commit", "--allow-empty", "-qm", "baseline"], cwd=tmp_path, env=GIT_ENV)
     monkeypatch.chdir(tmp_path)
@@ -797,8 +804,8 @@ def test_a_point_running_from_an_earlier_commit_is_not_queued_twice(
     monkeypatch.setattr(pipeline.studies, "dvc", fake_dvc)
     points = {"lm_short": StudyPoint(set={"pretrain.epochs": 1})}
     with pytest.raises(PipelineError, match=r"still running from an earlier start of this "
-                                            r"study: budget-lm_short \(task 182b67f, queued "
-                                            r"from another commit\)"):
+                                            r"study: budget-lm_short \(task 182b67f, no "
+                                            r"process known\)"):
         pipeline.studies.queue(points, "budget", jobs=1)
     assert ("exp", "run", "--queue") not in {args[:3] for args in calls}  # nothing queued
     monkeypatch.setattr(pipeline.studies, "queue_point", lambda *args: calls.append(args))
