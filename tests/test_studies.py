@@ -787,7 +787,7 @@ def test_a_study_without_a_commit_to_queue_from_is_one_line(tmp_path: Path) -> N
         assert "Traceback" not in done.stderr
 
 
-def test_a_point_running_from_an_earlier_commit_is_not_queued_twice(
+def test_a_running_task_without_a_known_process_is_not_queued_twice(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`dvc queue status` lists a running task whose process no `dvc exp show` gives (here
     its commit is not in git): running while a worker is at work, it counts as alive."""
