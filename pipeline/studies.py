@@ -668,10 +668,34 @@ def ablation_report(params: Params, source: str = "params.yaml",
     return frame
 
 
+def earlier_rows(stem: str, configs: Collection[str]) -> pd.DataFrame:
+    """The rows of ``configs`` in the report reports/studies/<stem>.csv already holds (none
+    when there is no such report yet)."""
+    path = OUT / f"{stem}.csv"
+    if not configs or not path.exists():
+        return pd.DataFrame()
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise PipelineError(f"{path}: not a readable report ({error}); delete it to write "
+                            "the report afresh") from error
+    missing = [column for column in COST_COLUMNS if column not in frame.columns]
+    if missing:
+        raise PipelineError(f"{path}: lacks the columns {', '.join(missing)}; delete it to "
+                            "write the report afresh")
+    return frame[frame["config"].isin(configs)]
+
+
+COST_COLUMNS = ("config", "variant", "accuracy", "ci_low", "ci_high", "total_train_seconds",
+                "lm_tokens", "lm_perplexity")
+
+
 def cost_report(params: Params, study: str, source: str = "params.yaml",
-                names: Names | None = None) -> pd.DataFrame:
+                names: Names | None = None, keep: Collection[str] = ()) -> pd.DataFrame:
     """Test accuracy vs training time of each point of a cost study (the pretraining budget
-    or the full configuration) next to the main run: reports/studies/<stem>.{csv,md,png}."""
+    or the full configuration) next to the main run: reports/studies/<stem>.{csv,md,png}.
+    ``keep``: other points of the study whose rows the earlier report has (a run with
+    --only): they stay in it, marked as not rerun."""
     names = names or Names.default(study)
     points = study_points(params, study, source)
     prefix, title = names.prefix, COST_STUDIES[study][1]
@@ -686,8 +710,9 @@ def cost_report(params: Params, study: str, source: str = "params.yaml",
         for row in rows(metrics):
             table.append(row | {"config": name, "lm_tokens": lm["tokens"],
                                 "lm_perplexity": lm["valid_perplexity"]})
+    kept = earlier_rows(names.stem, [name for name in keep if name not in results])
     # a variant a config did not change (its stage was reused from the cache) is listed once
-    frame = (pd.DataFrame(table)
+    frame = (pd.concat([pd.DataFrame(table), kept], ignore_index=True)
              .drop_duplicates(["variant", "accuracy", "total_train_seconds"])
              .sort_values(["variant", "total_train_seconds"]))
     lines = [f"# {title}: test accuracy vs training time", "",
@@ -703,6 +728,8 @@ def cost_report(params: Params, study: str, source: str = "params.yaml",
               "model(s) it starts from, as measured in that run; data preparation (shared, "
               "about 1 minute) and evaluation are not included. Results a config reuses "
               "unchanged from another (cached stages) are listed once.",
+              *([f"Kept from the earlier report, not rerun by this command: "
+                 f"{', '.join(sorted(set(kept['config'])))}."] if len(kept) else []),
               f"Made by `{names.command}`."]
     write_table(frame, names.stem, "\n".join(lines) + "\n")
     from pipeline import plots
@@ -795,8 +822,8 @@ def main() -> None:
     if args.rev != "HEAD" and not args.report_only:
         parser.error("--rev reads experiments that already ran: use it with --report-only")
     study = args.study.replace("-", "_")
-    params = with_only(with_common(load_params(args.params), dict(args.settings)), study,
-                       args.only, args.params)
+    every_point = with_common(load_params(args.params), dict(args.settings))
+    params = with_only(every_point, study, args.only, args.params)
     names = Names.default(study)
     if args.settings or args.name or args.only or args.params != "params.yaml":
         options = ([*(["--params", args.params] if args.params != "params.yaml" else []),
@@ -815,7 +842,10 @@ def main() -> None:
     elif study == "ablation":
         ablation_report(params, args.params, names)
     else:
-        cost_report(params, study, args.params, names)
+        # --only: the study's other points keep their rows in the report
+        others = [name for name in getattr(every_point.studies, study)
+                  if args.only and name not in args.only]
+        cost_report(params, study, args.params, names, keep=others)
 
 
 if __name__ == "__main__":

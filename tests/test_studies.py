@@ -514,6 +514,44 @@ def test_only_runs_and_reports_the_points_named(
             raise AssertionError(f"queued {queued}")
 
 
+def test_only_keeps_the_other_points_rows_in_a_cost_report(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full configuration point rerun with --only replaces its own rows in the report and
+    keeps the other points' (their runs may be hours long, on another machine), marked as
+    not rerun; an earlier report that cannot be read is named, not overwritten."""
+    other = settings_with_studies(tmp_path / "other.yaml", {
+        "full_configuration": {"long_cpu": {"set": {"pretrain.epochs": 12}},
+                               "gpu_size": {"set": {"model.hidden": 1150}}}})
+    monkeypatch.setattr(pipeline.studies, "OUT", tmp_path)
+    monkeypatch.setattr(pipeline.studies, "read_results", lambda read, where="": None)
+    accuracy = {"long_cpu": 0.75, "gpu_size": 0.8}
+    monkeypatch.setattr(pipeline.studies, "collect", lambda prefix, names, readers=None,
+                        baseline="HEAD": {name: fake_metrics(dict.fromkeys(
+                            VARIANTS, accuracy[name])) for name in names})
+    monkeypatch.setattr(pipeline.studies, "point_readers",
+                        lambda prefix, names, baseline: dict.fromkeys(names, lambda path: None))
+    report = tmp_path / "full_configuration.csv"
+    run_studies_main(monkeypatch, "full-configuration", "--params", str(other), "--report-only")
+    first = pd.read_csv(report)
+    assert set(first["config"]) == {"long_cpu", "gpu_size"}
+    accuracy["long_cpu"] = 0.77  # the rerun's result
+    assert run_studies_main(monkeypatch, "full-configuration", "--params", str(other),
+                            "--only", "long_cpu") == ["long_cpu"]
+    second = pd.read_csv(report)
+    assert set(second.loc[second["config"] == "long_cpu", "accuracy"]) == {0.77}
+    pd.testing.assert_frame_equal(*(frame[frame["config"] == "gpu_size"].reset_index(drop=True)
+                                    for frame in (second, first)))
+    markdown = (tmp_path / "full_configuration.md").read_text()
+    assert "| gpu_size | 1,000 | 99.0 | rnn_pretrained | 80.00 [79.0, 81.0] |" in markdown
+    assert "Kept from the earlier report, not rerun by this command: gpu_size." in markdown
+    report.write_text("variant,accuracy\nrnn_pretrained,0.9\n")
+    with pytest.raises(PipelineError, match=r"full_configuration\.csv: lacks the columns "
+                                            r"config, ci_low, .*; delete it"):
+        run_studies_main(monkeypatch, "full-configuration", "--params", str(other),
+                         "--only", "long_cpu")
+    assert report.read_text() == "variant,accuracy\nrnn_pretrained,0.9\n"
+
+
 def test_learning_curve_and_ablation_sweeps(tmp_path: Path, tiny_run: TinyRun,
                                             request: pytest.FixtureRequest) -> None:
     studies = {
