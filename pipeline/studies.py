@@ -668,6 +668,10 @@ def ablation_report(params: Params, source: str = "params.yaml",
     return frame
 
 
+COST_COLUMNS = ("config", "variant", "accuracy", "ci_low", "ci_high", "total_train_seconds",
+                "lm_tokens", "lm_perplexity")
+
+
 def earlier_rows(stem: str, configs: Collection[str]) -> pd.DataFrame:
     """The rows of ``configs`` in the report reports/studies/<stem>.csv already holds (none
     when there is no such report yet)."""
@@ -684,10 +688,6 @@ def earlier_rows(stem: str, configs: Collection[str]) -> pd.DataFrame:
         raise PipelineError(f"{path}: lacks the columns {', '.join(missing)}; delete it to "
                             "write the report afresh")
     return frame[frame["config"].isin(configs)]
-
-
-COST_COLUMNS = ("config", "variant", "accuracy", "ci_low", "ci_high", "total_train_seconds",
-                "lm_tokens", "lm_perplexity")
 
 
 def cost_report(params: Params, study: str, source: str = "params.yaml",
@@ -832,6 +832,10 @@ def main() -> None:
                     *(["--name", args.name] if args.name else [])])
         names = Names(args.name or names.prefix, args.name or names.stem,
                       f"{names.command} {shlex.join(options)}")
+    # --only on a cost study: its other points keep their rows in the report
+    others = [name for name in getattr(every_point.studies, study)
+              if args.only and name not in args.only] if study in COST_STUDIES else []
+    earlier_rows(names.stem, others)  # an unreadable earlier report fails before the queue
     if args.report_only:
         names = replace(names, baseline=args.rev)
     else:
@@ -842,9 +846,6 @@ def main() -> None:
     elif study == "ablation":
         ablation_report(params, args.params, names)
     else:
-        # --only: the study's other points keep their rows in the report
-        others = [name for name in getattr(every_point.studies, study)
-                  if args.only and name not in args.only]
         cost_report(params, study, args.params, names, keep=others)
 
 

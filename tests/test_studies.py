@@ -545,10 +545,16 @@ def test_only_keeps_the_other_points_rows_in_a_cost_report(
     assert "| gpu_size | 1,000 | 99.0 | rnn_pretrained | 80.00 [79.0, 81.0] |" in markdown
     assert "Kept from the earlier report, not rerun by this command: gpu_size." in markdown
     report.write_text("variant,accuracy\nrnn_pretrained,0.9\n")
+
+    def collect_nothing(*args: object, **kwargs: object) -> dict:
+        raise AssertionError("read the experiments before finding the report unreadable")
+
+    monkeypatch.setattr(pipeline.studies, "collect", collect_nothing)
     with pytest.raises(PipelineError, match=r"full_configuration\.csv: lacks the columns "
                                             r"config, ci_low, .*; delete it"):
-        run_studies_main(monkeypatch, "full-configuration", "--params", str(other),
-                         "--only", "long_cpu")
+        queued = run_studies_main(monkeypatch, "full-configuration", "--params", str(other),
+                                  "--only", "long_cpu")
+        raise AssertionError(f"queued {queued} before finding the report unreadable")
     assert report.read_text() == "variant,accuracy\nrnn_pretrained,0.9\n"
 
 
