@@ -249,16 +249,17 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> str:
     # `dvc queue status` lists the tasks of every commit (by short id), without processes;
     # `dvc exp show` has their processes, listed under the commit each was queued from
     status = dvc("queue", "status")
-    listed = [task for task, _, state in queue_rows(status, names) if state == "Running"]
-    started = running_tasks(names, {baseline} | {rev for rev in map(queued_from, listed) if rev})
+    listed = [(task, name) for task, name, state in queue_rows(status, names)
+              if state == "Running"]
+    started = running_tasks(names, {baseline} | {rev for task, _ in listed
+                                                 if (rev := queued_from(task))})
     live = [f"{task.name} (task {task.task[:7]}, process {task.pid})"
             for task in started if task.alive]
     # a running one without a known process (not started yet, or its commit gone from git)
     # is taken for alive while a worker is at work
     if NO_WORKERS not in status:
-        live += [f"{name} (task {task}, no process known)"
-                 for task, name, state in queue_rows(status, names) if state == "Running"
-                 and not any(known.task.startswith(task) for known in started)]
+        live += [f"{name} (task {task}, no process known)" for task, name in listed
+                 if not any(known.task.startswith(task) for known in started)]
     if live:  # queueing it again would run it twice at once, then report either
         raise PipelineError(
             f"still running from an earlier start of this study: {', '.join(live)}. Wait "
@@ -691,11 +692,12 @@ def earlier_rows(stem: str, configs: Collection[str]) -> pd.DataFrame:
 
 
 def cost_report(params: Params, study: str, source: str = "params.yaml",
-                names: Names | None = None, keep: Collection[str] = ()) -> pd.DataFrame:
+                names: Names | None = None, kept: pd.DataFrame | None = None
+                ) -> pd.DataFrame:
     """Test accuracy vs training time of each point of a cost study (the pretraining budget
     or the full configuration) next to the main run: reports/studies/<stem>.{csv,md,png}.
-    ``keep``: other points of the study whose rows the earlier report has (a run with
-    --only): they stay in it, marked as not rerun."""
+    ``kept``: the earlier report's rows of the study's other points (a run with --only,
+    ``earlier_rows``): they stay in it, marked as not rerun."""
     names = names or Names.default(study)
     points = study_points(params, study, source)
     prefix, title = names.prefix, COST_STUDIES[study][1]
@@ -710,7 +712,7 @@ def cost_report(params: Params, study: str, source: str = "params.yaml",
         for row in rows(metrics):
             table.append(row | {"config": name, "lm_tokens": lm["tokens"],
                                 "lm_perplexity": lm["valid_perplexity"]})
-    kept = earlier_rows(names.stem, [name for name in keep if name not in results])
+    kept = kept if kept is not None else pd.DataFrame()
     # a variant a config did not change (its stage was reused from the cache) is listed once
     frame = (pd.concat([pd.DataFrame(table), kept], ignore_index=True)
              .drop_duplicates(["variant", "accuracy", "total_train_seconds"])
@@ -835,7 +837,7 @@ def main() -> None:
     # --only on a cost study: its other points keep their rows in the report
     others = [name for name in getattr(every_point.studies, study)
               if args.only and name not in args.only] if study in COST_STUDIES else []
-    earlier_rows(names.stem, others)  # an unreadable earlier report fails before the queue
+    kept = earlier_rows(names.stem, others)  # read before the queue: if unreadable, fail now
     if args.report_only:
         names = replace(names, baseline=args.rev)
     else:
@@ -846,7 +848,7 @@ def main() -> None:
     elif study == "ablation":
         ablation_report(params, args.params, names)
     else:
-        cost_report(params, study, args.params, names, keep=others)
+        cost_report(params, study, args.params, names, kept=kept)
 
 
 if __name__ == "__main__":
