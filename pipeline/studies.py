@@ -248,7 +248,7 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> str:
     baseline = head.stdout.strip()
     # `dvc queue status` lists the tasks of every commit (by short id), without processes;
     # `dvc exp show` has their processes, listed under the commit each was queued from
-    status = dvc("queue", "status")
+    status = queue_status()
     listed = [(task, name) for task, name, state in queue_rows(status, names)
               if state == "Running"]
     started = running_tasks(names, {baseline} | {rev for task, _ in listed
@@ -272,7 +272,7 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> str:
     for name in names:
         subprocess.run(["dvc", "exp", "remove", name], capture_output=True)
     # rows still listed under these names (a removal that did not take) are not this run's
-    stale = {task for task, _, _ in queue_rows(dvc("queue", "status"), names)}
+    stale = {task for task, _, _ in queue_rows(queue_status(), names)}
     for name, point in points.items():
         queue_point(prefix, name, point)
     start_workers(jobs)
@@ -283,6 +283,30 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> str:
 NO_WORKERS = "Worker status: 0 active, 0 idle"
 POLL_SECONDS = 10.0  # between two `dvc queue status`
 MISSING_POLLS = 10  # listings in a row without one of the study's tasks before giving up
+STATUS_TRIES = 6  # `dvc queue status` calls in a row that may fail before giving up
+
+
+def queue_status() -> str:
+    """``dvc queue status``, asked again when it fails: DVC's task info files and its
+    broker's message files are written in place, so a listing that reads one half-written
+    fails ("Expecting value: line 1 column 1", treeverse/dvc#8014) while the queue is
+    fine. One such failure ended a study's wait in the middle of its run (2026-12-08)."""
+    failures = 0
+    while True:
+        try:
+            return dvc("queue", "status")
+        except PipelineError as error:
+            failures += 1
+            if failures == STATUS_TRIES:
+                raise PipelineError(
+                    f"`dvc queue status` failed {STATUS_TRIES} times in a row, "
+                    f"{POLL_SECONDS:g} s apart. Queued experiments go on running: see "
+                    f"`dvc queue status`, and once they are done write the report with "
+                    f"--report-only.\n{error}") from None
+            lines = str(error).splitlines()
+            reason = next((line for line in lines if line.startswith("ERROR")), lines[0])
+            print(f"[studies] `dvc queue status` failed ({reason}); asking again")
+            time.sleep(POLL_SECONDS)
 
 
 def queue_rows(status: str, names: list[str]) -> list[tuple[str, str, str]]:
@@ -315,7 +339,7 @@ def wait(points: dict[str, StudyPoint], prefix: str, jobs: int,
     stale = set(stale)
     restarts, polls_without_workers, polls_orphaned, polls_missing = 0, 0, 0, 0
     while True:
-        status = dvc("queue", "status")
+        status = queue_status()
         states = queue_states(status, names, stale)
         # 0. `dvc queue status` scans started tasks, then queued ones, then finished ones: a
         # task that moves on between two scans is missing from that listing, not done.

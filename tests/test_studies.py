@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -705,6 +706,52 @@ def test_a_task_left_running_without_a_worker_is_queued_again(
     assert queue_states(status, ["race-boe"]) == {"race-boe": "Success"}
     shown = run(["dvc", "exp", "show", "--no-pager", "--csv"], cwd=root).stdout
     assert "race-boe" in shown
+
+
+def test_a_queue_listing_that_fails_is_asked_again_not_the_end_of_the_wait(
+        tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    """DVC writes its task info files (and its broker's messages) in place, so a `dvc queue
+    status` that reads one half-written fails; one such failure ended a study's wait
+    mid-run (2026-12-08). Reproduced in a one-stage repository with a finished task's info
+    file emptied: the wait asks again until the listing works, and gives up, saying what
+    to do, only after STATUS_TRIES failures in a row."""
+    run(["git", "init", "-q"], cwd=tmp_path)
+    run(["dvc", "init", "-q"], cwd=tmp_path)
+    (tmp_path / "params.yaml").write_text("greeting: hello\n")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"say": {
+        "cmd": "python -c \"import yaml; print(yaml.safe_load(open('params.yaml')))\" > said",
+        "params": ["greeting"], "outs": ["said"]}}}))
+    run(["dvc", "repro", "-q"], cwd=tmp_path)
+    run(["git", "add", "-A"], cwd=tmp_path)
+    run(["git", "commit", "-qm", "baseline"], cwd=tmp_path, env=GIT_ENV)
+    request.addfinalizer(lambda: stop_queue_workers(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pipeline.studies, "POLL_SECONDS", 1.0)
+    points = {"bye": StudyPoint(set={"greeting": "goodbye"})}
+    queue_point("torn", "bye", points["bye"])
+    pipeline.studies.start_workers(1)
+    pipeline.studies.wait(points, "torn", jobs=1)
+    [info_file] = (tmp_path / ".dvc/tmp/exps/run").glob("*/*.run")
+    written = info_file.read_text()
+    info_file.write_text("")  # DVC's rewrite between its truncate and its write
+    torn = subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True)
+    assert torn.returncode != 0 and "Expecting value" in torn.stderr
+    capsys.readouterr()
+
+    restore = threading.Timer(2.5, info_file.write_text, [written])
+    restore.start()
+    pipeline.studies.wait(points, "torn", jobs=1)  # returns: the point succeeded
+    restore.join()
+    retried = capsys.readouterr().out
+    assert "`dvc queue status` failed (ERROR: unable to read" in retried
+    assert "Expecting value: line 1 column 1 (char 0)); asking again" in retried
+
+    info_file.write_text("")  # for good, this time
+    monkeypatch.setattr(pipeline.studies, "STATUS_TRIES", 2)
+    with pytest.raises(PipelineError, match=r"failed 2 times in a row(.|\n)*--report-only"
+                                            r"(.|\n)*Expecting value"):
+        pipeline.studies.wait(points, "torn", jobs=1)
 
 
 def exp_show_group(name: str, state: str, rev: str, pid: int | None = None,
