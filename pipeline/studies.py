@@ -300,9 +300,9 @@ def queue_status() -> str:
             if failures == STATUS_TRIES:
                 raise PipelineError(
                     f"`dvc queue status` failed {STATUS_TRIES} times in a row, "
-                    f"{POLL_SECONDS:g} s apart. Queued experiments go on running: see "
-                    f"`dvc queue status`, and once they are done write the report with "
-                    f"--report-only.\n{error}") from None
+                    f"{POLL_SECONDS:g} s apart. Experiments already queued, if any, go on "
+                    f"running: see `dvc queue status`, and once they are done write the "
+                    f"report with --report-only.\n{error}") from None
             lines = str(error).splitlines()
             reason = next((line for line in lines if line.startswith("ERROR")), lines[0])
             print(f"[studies] `dvc queue status` failed ({reason}); asking again")
