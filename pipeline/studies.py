@@ -276,7 +276,7 @@ def queue(points: dict[str, StudyPoint], prefix: str, jobs: int) -> str:
     for name, point in points.items():
         queue_point(prefix, name, point)
     start_workers(jobs)
-    wait(points, prefix, jobs, stale)
+    wait(points, prefix, jobs, stale, baseline)
     return baseline
 
 
@@ -332,9 +332,10 @@ def queue_states(status: str, names: list[str], stale: Collection[str] = ()
 
 
 def wait(points: dict[str, StudyPoint], prefix: str, jobs: int,
-         stale: Collection[str] = ()) -> None:
+         stale: Collection[str] = (), baseline: str = "HEAD") -> None:
     """Poll the queue until the study's experiments are done; work round three DVC bugs.
-    ``stale``: task ids listed under the study's names that are not this run's."""
+    ``stale``: task ids listed under the study's names that are not this run's;
+    ``baseline``: the commit they were queued from."""
     names = [f"{prefix}-{name}" for name in points]
     stale = set(stale)
     restarts, polls_without_workers, polls_orphaned, polls_missing = 0, 0, 0, 0
@@ -354,11 +355,20 @@ def wait(points: dict[str, StudyPoint], prefix: str, jobs: int,
         # 1. DVC's workers can stop with tasks still queued (treeverse/dvc#10562): after
         # three polls in a row with no worker at all (not a slow start), start them again.
         # 2. A worker can take a task and shut down ("empty queue") before running it: the
-        # task then shows Running for ever with no worker. After six such polls (not a
-        # worker too busy to answer), kill it (DVC marks it failed), drop it, queue it again.
+        # task then shows Running for ever with no worker. After six such polls, unless its
+        # process is alive, kill it (DVC marks it failed), drop it, queue it again.
         no_workers = NO_WORKERS in status
         polls_without_workers = polls_without_workers + 1 if no_workers and not running else 0
         polls_orphaned = polls_orphaned + 1 if no_workers and running else 0
+        if polls_orphaned == 6:
+            # a worker too busy to answer DVC's ping is listed the same way: a task whose
+            # process is alive is at work, not orphaned (a fine-tuning stage on both cores
+            # was killed for this, 2026-12-08)
+            at_work = [known.task for known in running_tasks(names, [baseline])
+                       if known.alive]
+            running = [(task, name) for task, name in running
+                       if not any(known.startswith(task) for known in at_work)]
+            polls_orphaned = 6 if running else 0
         if polls_without_workers == 3 or polls_orphaned == 6:
             if restarts == 3:
                 raise PipelineError(f"the queue's workers keep stopping early:\n{status}")

@@ -112,6 +112,46 @@ def test_wait_takes_a_task_missing_from_one_listing_for_not_done(
         pipeline.studies.wait(points, "lc", jobs=1, stale={"182b67f"})
 
 
+def test_a_running_task_whose_process_is_alive_is_not_killed_for_a_silent_worker(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker too busy to answer DVC's ping (a fine-tuning stage on both cores) makes
+    `dvc queue status` say "0 active, 0 idle" beside a Running task, as a worker that
+    dropped the task does; the study killed a healthy stage for this (2026-12-08). While
+    `dvc exp show` gives the task a live process, `wait` keeps waiting."""
+    running = ("Task Name Created Status\n94bf70d  lc-n8   08:15 AM   Running\n\n"
+               f"{NO_WORKERS}\n")
+    listings = iter([running] * 13 + ["Task Name Created Status\n"
+                                      "94bf70d  lc-n8   08:15 AM   Success\n"])
+    shown = [{"rev": "b" * 40, "name": "main", "experiments": [
+        exp_show_group("lc-n8", "running", "94bf70d" + "0" * 33, os.getpid())]}]
+    calls: list[tuple[str, ...]] = []
+
+    def fake_dvc(*args: str) -> str:
+        calls.append(args)
+        return json.dumps(shown) if args[:2] == ("exp", "show") else next(listings)
+
+    monkeypatch.setattr(pipeline.studies, "dvc", fake_dvc)
+    monkeypatch.setattr(pipeline.studies, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(pipeline.studies, "queue_point", lambda *args: calls.append(args))
+    monkeypatch.setattr(pipeline.studies, "start_workers", lambda jobs: calls.append(("start",)))
+    points = {"n8": StudyPoint(set={"classifier.train_examples": 8})}
+    pipeline.studies.wait(points, "lc", jobs=1, baseline="b" * 40)
+    assert [args for args in calls if args[0] != "queue"] == [
+        ("exp", "show", "--json", "--rev", "b" * 40)] * 2  # after 6 polls, after 12
+    assert calls.count(("queue", "status")) == 14  # no kill, no requeue, no restart
+
+    # its process gone, the same listing is an orphaned task: killed and queued again
+    shown[0]["experiments"][0]["executor"]["local"]["pid"] = finished_process_pid()
+    listings = iter([running] * 6 + ["Task Name Created Status\n"
+                                     "5c0ffee  lc-n8   08:30 AM   Success\n"])
+    calls.clear()
+    monkeypatch.setattr(pipeline.studies.subprocess, "run",
+                        lambda args, **kwargs: calls.append(tuple(args)))
+    pipeline.studies.wait(points, "lc", jobs=1, baseline="b" * 40)
+    assert ("dvc", "queue", "kill", "94bf70d") in calls
+    assert ("lc", "n8", points["n8"]) in calls and ("start",) in calls
+
+
 def test_study_points_layer_common_then_ablation_base_then_own_overrides() -> None:
     studies = StudiesParams(
         common={"classifier.max_len": 400, "classifier.patience": 3},
