@@ -364,8 +364,11 @@ def wait(points: dict[str, StudyPoint], prefix: str, jobs: int,
             # a worker too busy to answer DVC's ping is listed the same way: a task whose
             # process is alive is at work, not orphaned (a fine-tuning stage on both cores
             # was killed for this, 2026-12-08)
-            at_work = [known.task for known in running_tasks(names, [baseline])
-                       if known.alive]
+            try:
+                at_work = [known.task for known in running_tasks(names, [baseline])
+                           if known.alive]
+            except PipelineError:  # `dvc exp show` fails on a task that never started
+                at_work = []  # (its info file was never written): that is the orphan
             running = [(task, name) for task, name in running
                        if not any(known.startswith(task) for known in at_work)]
             polls_orphaned = 6 if running else 0
